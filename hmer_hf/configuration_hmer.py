@@ -1,0 +1,172 @@
+"""HMERConfig: one configuration for the whole HMER model family (CoMER, BTTR, HMER-MTL, ABM, SAN-DA)."""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import PretrainedConfig
+
+# Special-token ids shared by the tokenizer and the model (the tokenizer puts these four first in its vocabulary).
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+# Presets: each family member is a set of overrides on the CoMER defaults below.
+PRESETS: dict[str, dict] = {
+    # CoMER (Zhao & Gao, ECCV 2022): DenseNet-B + Transformer decoder with ARM in self- and cross-coverage.
+    "comer": {},
+    # BTTR (Zhao et al., ICDAR 2021): the same without coverage.
+    "bttr": {"cross_coverage": False, "self_coverage": False},
+    # HMER-MTL: CoMER + CBAM inside ARM + structure-skeleton auxiliary head.
+    "hmer-mtl": {"arm_cbam": True, "skeleton_head": True, "skeleton_loss_weight": 1.0},
+    # ABM (Bian et al., AAAI 2022): twin GRU decoders with attention aggregation and mutual distillation.
+    "abm": {
+        "decoder_type": "gru",
+        "hidden_size": 256,
+        "attention_dim": 512,
+        "dropout": 0.5,
+        "mutual_kl_weight": 0.5,
+        "mutual_kl_temperature": 4.0,
+        "bidirectional_rescoring": False,
+    },
+    # SAN-DA (Li et al., 2020): ResNet-18 (stride-1 convs, max-pool downsampling) + LSTM coverage decoder.
+    "san-da": {
+        "encoder_type": "resnet18",
+        "decoder_type": "lstm",
+        "bidirectional": False,
+        "bidirectional_rescoring": False,
+        "hidden_size": 256,
+        "attention_dim": 512,
+        "dropout": 0.5,
+        "drop_attention_prob": 0.5,
+    },
+}
+
+
+class HMERConfig(PretrainedConfig):
+    r"""Configuration of [`HMERForConditionalGeneration`].
+
+    The defaults reproduce CoMER: a DenseNet-B encoder (3 blocks x 16 bottleneck layers, growth 24, output 684 channels
+    at stride 16) projected to `d_model`, and a 3-layer post-LN Transformer decoder whose cross-attention is refined by
+    the Attention Refinement Module (coverage). Other family members are presets: see [`HMERConfig.from_preset`].
+
+    Args:
+        vocab_size: size of the LaTeX token vocabulary (4 special tokens + symbols).
+        encoder_type: `"densenet"` (CoMER/BTTR/ABM) or `"resnet18"` (SAN-DA).
+        growth_rate, num_dense_layers, num_dense_blocks, stem_channels, reduction, encoder_dropout: DenseNet-B shape.
+        d_model: width of the projected features and of the Transformer decoder.
+        decoder_type: `"transformer"` (CoMER family), `"gru"` (ABM) or `"lstm"` (SAN-DA).
+        num_decoder_layers, num_attention_heads, dim_feedforward, dropout: Transformer decoder shape.
+        cross_coverage: refine layer i's cross-attention with the *previous layer's* attention (i >= 2).
+        self_coverage: refine it with the *same layer's* attention (both off = BTTR).
+        arm_channels, arm_kernel_size: the ARM's hidden conv width and kernel.
+        arm_cbam: add CBAM (channel + spatial attention) inside the ARM (HMER-MTL).
+        skeleton_head, skeleton_loss_weight: auxiliary structure-skeleton head and its loss weight (HMER-MTL).
+        bidirectional: train L2R and R2L at once on one shared decoder (CoMER/BTTR).
+        bidirectional_rescoring: default for `generate(num_beams>1)`: rescore finished beams with the opposite
+            direction and keep the best sum.
+        max_position_embeddings: longest token sequence the 1-D position encoding is built for.
+    """
+
+    model_type = "hmer"
+
+    def __init__(
+        self,
+        vocab_size: int = 114,
+        # encoder
+        encoder_type: str = "densenet",
+        stem_channels: int = 48,
+        growth_rate: int = 24,
+        num_dense_layers: int = 16,
+        num_dense_blocks: int = 3,
+        reduction: float = 0.5,
+        encoder_dropout: float = 0.2,
+        # decoder
+        decoder_type: str = "transformer",
+        d_model: int = 256,
+        num_decoder_layers: int = 3,
+        num_attention_heads: int = 8,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.3,
+        cross_coverage: bool = True,
+        self_coverage: bool = True,
+        arm_channels: int = 32,
+        arm_kernel_size: int = 5,
+        arm_cbam: bool = False,
+        skeleton_head: bool = False,
+        skeleton_loss_weight: float = 1.0,
+        # RNN decoders (ABM, SAN-DA)
+        hidden_size: int = 256,
+        attention_dim: int = 512,
+        mutual_kl_weight: float = 0.5,
+        mutual_kl_temperature: float = 4.0,
+        drop_attention_prob: float = 0.0,
+        # training / decoding
+        bidirectional: bool = True,
+        bidirectional_rescoring: bool = True,
+        max_position_embeddings: int = 512,
+        initializer_range: float = 0.02,
+        pad_token_id: int = PAD_ID,
+        bos_token_id: int = BOS_ID,
+        eos_token_id: int = EOS_ID,
+        decoder_start_token_id: int = BOS_ID,
+        is_encoder_decoder: bool = True,
+        **kwargs,
+    ):
+        if encoder_type not in ("densenet", "resnet18"):
+            raise ValueError(f"encoder_type must be 'densenet' or 'resnet18', got {encoder_type!r}")
+        if decoder_type not in ("transformer", "gru", "lstm"):
+            raise ValueError(f"decoder_type must be 'transformer', 'gru' or 'lstm', got {decoder_type!r}")
+        if d_model % num_attention_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_attention_heads ({num_attention_heads})")
+        self.vocab_size = vocab_size
+        self.encoder_type = encoder_type
+        self.stem_channels = stem_channels
+        self.growth_rate = growth_rate
+        self.num_dense_layers = num_dense_layers
+        self.num_dense_blocks = num_dense_blocks
+        self.reduction = reduction
+        self.encoder_dropout = encoder_dropout
+        self.decoder_type = decoder_type
+        self.d_model = d_model
+        self.num_decoder_layers = num_decoder_layers
+        self.num_attention_heads = num_attention_heads
+        self.dim_feedforward = dim_feedforward
+        self.dropout = dropout
+        self.cross_coverage = cross_coverage
+        self.self_coverage = self_coverage
+        self.arm_channels = arm_channels
+        self.arm_kernel_size = arm_kernel_size
+        self.arm_cbam = arm_cbam
+        self.skeleton_head = skeleton_head
+        self.skeleton_loss_weight = skeleton_loss_weight
+        self.hidden_size = hidden_size
+        self.attention_dim = attention_dim
+        self.mutual_kl_weight = mutual_kl_weight
+        self.mutual_kl_temperature = mutual_kl_temperature
+        self.drop_attention_prob = drop_attention_prob
+        self.bidirectional = bidirectional
+        self.bidirectional_rescoring = bidirectional_rescoring
+        self.max_position_embeddings = max_position_embeddings
+        self.initializer_range = initializer_range
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            decoder_start_token_id=decoder_start_token_id,
+            is_encoder_decoder=is_encoder_decoder,
+            **kwargs,
+        )
+
+    @property
+    def use_coverage(self) -> bool:
+        """Whether the ARM is active at all."""
+        return self.cross_coverage or self.self_coverage
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "HMERConfig":
+        """Build the configuration of a named family member (`comer`, `bttr`, `hmer-mtl`, `abm`, `san-da`)."""
+        key = name.lower().replace("_", "-")
+        if key not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        kwargs = copy.deepcopy(PRESETS[key])
+        kwargs.update(overrides)
+        return cls(preset=key, **kwargs)
