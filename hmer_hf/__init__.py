@@ -1,0 +1,1 @@
+"""hmer-hf: handwritten mathematical expression recognition as a transformers model family."""

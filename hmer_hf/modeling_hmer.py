@@ -1,0 +1,740 @@
+"""HMER model family: image encoder + autoregressive LaTeX decoder, as a transformers `PreTrainedModel`.
+
+The default member reproduces CoMER (Zhao & Gao, ECCV 2022): a DenseNet-B encoder and a post-LN Transformer decoder
+whose cross-attention is refined by the Attention Refinement Module (ARM, coverage), trained left-to-right and
+right-to-left at once, decoded by bidirectional beam search with rescoring.
+
+Decoding is incremental: the self-attention keys/values and the ARM coverage (an exclusive cumulative sum of past
+attention, i.e. a running sum) are kept in [`HMERDecoderCache`], so each step only computes its own row.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
+from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.utils import ModelOutput
+
+from .configuration_hmer import HMERConfig
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Position encodings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def word_position_encoding(positions: torch.Tensor, d_model: int, temperature: float = 10000.0) -> torch.Tensor:
+    """1-D sinusoidal encoding of integer positions [T] -> [T, d_model] (sin on even, cos on odd channels)."""
+    dim_t = torch.arange(0, d_model, 2, dtype=torch.float32, device=positions.device)
+    angles = positions.float().unsqueeze(-1) / (temperature ** (dim_t / d_model))
+    pe = torch.zeros(positions.shape[0], d_model, device=positions.device)
+    pe[:, 0::2] = angles.sin()
+    pe[:, 1::2] = angles.cos()
+    return pe
+
+
+def image_position_encoding(valid: torch.Tensor, d_model: int, temperature: float = 10000.0) -> torch.Tensor:
+    """2-D sinusoidal encoding [B, h, w, d_model] normalised to each image's *valid* (unpadded) extent."""
+    half = d_model // 2
+    valid = valid.float()
+    y_embed = valid.cumsum(1)
+    x_embed = valid.cumsum(2)
+    # Normalising by the last valid coordinate makes the encoding independent of how much padding the batch adds.
+    eps, scale = 1e-6, 2 * math.pi
+    y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
+    x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
+    dim_t = torch.arange(half, dtype=torch.float32, device=valid.device)
+    inv_freq = 1.0 / (temperature ** (dim_t / half))
+    pos_x = x_embed.unsqueeze(-1) * inv_freq
+    pos_y = y_embed.unsqueeze(-1) * inv_freq
+    pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+    pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+    return torch.cat((pos_x, pos_y), dim=3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoders
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HMEREncoderOutput(ModelOutput):
+    """Encoder output: features [B, h, w, d] and their validity mask [B, h, w] (True = real image, False = padding)."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    feature_mask: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class DenseBottleneck(nn.Module):
+    """DenseNet-B layer: 1x1 conv to 4*growth, 3x3 conv to growth (each BN-ReLU-dropout), concatenated to the input."""
+
+    def __init__(self, in_channels: int, growth_rate: int, dropout: float):
+        super().__init__()
+        inter = 4 * growth_rate
+        self.conv1 = nn.Conv2d(in_channels, inter, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inter)
+        self.conv2 = nn.Conv2d(inter, growth_rate, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(growth_rate)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.dropout(F.relu(self.bn1(self.conv1(x))))
+        out = self.dropout(F.relu(self.bn2(self.conv2(out))))
+        return torch.cat((x, out), 1)
+
+
+class DenseTransition(nn.Module):
+    """Transition: 1x1 conv with compression, BN-ReLU-dropout, 2x2 average pooling (ceil mode)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.dropout(F.relu(self.bn(self.conv(x))))
+        return F.avg_pool2d(out, 2, ceil_mode=True)
+
+
+class DenseNetBackbone(nn.Module):
+    """CoMER's DenseNet-B: 7x7/2 stem, max-pool, dense blocks with transitions; stride 16, 684 channels by default."""
+
+    def __init__(self, config: HMERConfig):
+        super().__init__()
+        growth, depth, drop = config.growth_rate, config.num_dense_layers, config.encoder_dropout
+        channels = config.stem_channels
+        self.stem = nn.Conv2d(1, channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.stem_norm = nn.BatchNorm2d(channels)
+        self.blocks = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for b in range(config.num_dense_blocks):
+            layers = []
+            for _ in range(depth):
+                layers.append(DenseBottleneck(channels, growth, drop))
+                channels += growth
+            self.blocks.append(nn.Sequential(*layers))
+            if b < config.num_dense_blocks - 1:
+                out = int(math.floor(channels * config.reduction))
+                self.transitions.append(DenseTransition(channels, out, drop))
+                channels = out
+        self.out_norm = nn.BatchNorm2d(channels)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [B, C, h, w] and the mask downsampled alongside ([B, H, W] -> [B, h, w], True = valid)."""
+        # Each stride-2 op (conv pad 3, ceil-mode pools) yields ceil(n/2) positions, exactly what [0::2] keeps.
+        x = F.relu(self.stem_norm(self.stem(x)))
+        mask = mask[:, 0::2, 0::2]
+        x = F.max_pool2d(x, 2, ceil_mode=True)
+        mask = mask[:, 0::2, 0::2]
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i < len(self.transitions):
+                x = self.transitions[i](x)
+                mask = mask[:, 0::2, 0::2]
+        return self.out_norm(x), mask
+
+
+def build_backbone(config: HMERConfig) -> nn.Module:
+    """The convolutional backbone named by `config.encoder_type`."""
+    if config.encoder_type == "densenet":
+        return DenseNetBackbone(config)
+    raise NotImplementedError(f"encoder_type={config.encoder_type!r} is not implemented yet")
+
+
+class HMEREncoder(nn.Module):
+    """Backbone -> 1x1 projection to d_model -> + 2-D position encoding (valid extent) -> LayerNorm."""
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: HMERConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config)
+        self.proj = nn.Conv2d(self.backbone.out_channels, config.d_model, kernel_size=1)
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HMEREncoderOutput:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 1:
+            raise ValueError(
+                f"pixel_values must be [batch, 1, height, width] (grey, white ink on black), got {tuple(pixel_values.shape)}"
+            )
+        if pixel_mask is None:
+            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
+        mask = pixel_mask.bool()
+        feats, feat_mask = self.backbone(pixel_values, mask)
+        hidden = self.proj(feats).permute(0, 2, 3, 1)  # [B, h, w, d]
+        hidden = hidden + image_position_encoding(feat_mask, self.config.d_model).to(hidden.dtype)
+        hidden = self.norm(hidden)
+        return HMEREncoderOutput(
+            last_hidden_state=hidden,
+            feature_mask=feat_mask,
+            hidden_states=(feats,) if output_hidden_states else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention Refinement Module and the Transformer decoder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class MaskedBatchNorm2d(nn.Module):
+    """BatchNorm whose statistics come from valid (unpadded) pixels only; padded pixels stay zero."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(num_features)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        flat = x.permute(0, 2, 3, 1)  # [N, h, w, C]
+        out = torch.zeros_like(flat)
+        out[valid] = self.bn(flat[valid]).to(out.dtype)
+        return out.permute(0, 3, 1, 2)
+
+
+class AttentionRefinementModule(nn.Module):
+    """CoMER's ARM: turns past attention (coverage) into a per-head correction of the cross-attention logits."""
+
+    def __init__(self, config: HMERConfig):
+        super().__init__()
+        heads = config.num_attention_heads
+        self.cross_coverage = config.cross_coverage
+        self.self_coverage = config.self_coverage
+        in_channels = heads * (int(config.cross_coverage) + int(config.self_coverage))
+        k = config.arm_kernel_size
+        self.conv = nn.Conv2d(in_channels, config.arm_channels, kernel_size=k, padding=k // 2)
+        self.proj = nn.Conv2d(config.arm_channels, heads, kernel_size=1, bias=False)
+        self.norm = MaskedBatchNorm2d(heads)
+
+    def forward(
+        self,
+        prev_attn: torch.Tensor,
+        curr_attn: torch.Tensor,
+        valid: torch.Tensor,
+        past_sum: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correction [B, heads, T, L] for attention maps [B, heads, T, L]; also the new running sum [B, C, L].
+
+        `past_sum` is the sum of the stacked maps of all earlier steps (incremental decoding); the exclusive cumulative
+        sum over this call's T steps is added to it, so full-prefix and step-by-step decoding agree exactly.
+        """
+        maps = []
+        if self.cross_coverage:
+            maps.append(prev_attn)
+        if self.self_coverage:
+            maps.append(curr_attn)
+        stacked = torch.cat(maps, dim=1)  # [B, C, T, L]
+        coverage = stacked.cumsum(dim=2) - stacked
+        new_sum = stacked.sum(dim=2)
+        if past_sum is not None:
+            coverage = coverage + past_sum.unsqueeze(2)
+            new_sum = new_sum + past_sum
+        b, c, t, _ = coverage.shape
+        h, w = valid.shape[1:]
+        coverage = coverage.permute(0, 2, 1, 3).reshape(b * t, c, h, w)
+        valid_bt = valid.unsqueeze(1).expand(b, t, h, w).reshape(b * t, h, w)
+        out = F.relu(self.conv(coverage))
+        out = out.masked_fill(~valid_bt.unsqueeze(1), 0.0)
+        out = self.norm(self.proj(out), valid_bt)
+        out = out.reshape(b, t, -1, h * w).permute(0, 2, 1, 3)
+        return out, new_sum
+
+
+class HMERDecoderCache:
+    """Decoding state: per-layer self-attention keys/values, cross-attention keys/values and ARM running sums."""
+
+    is_compileable = False
+
+    def __init__(self, num_layers: int):
+        self.self_k: list[torch.Tensor | None] = [None] * num_layers
+        self.self_v: list[torch.Tensor | None] = [None] * num_layers
+        self.cross_k: list[torch.Tensor | None] = [None] * num_layers
+        self.cross_v: list[torch.Tensor | None] = [None] * num_layers
+        self.coverage: list[torch.Tensor | None] = [None] * num_layers
+        self.seen_tokens = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of decoder positions already processed."""
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Select batch rows (beam search keeps the states of the surviving beams)."""
+        for store in (self.self_k, self.self_v, self.cross_k, self.cross_v, self.coverage):
+            for i, t in enumerate(store):
+                if t is not None:
+                    store[i] = t.index_select(0, beam_idx.to(t.device))
+
+
+class HMERAttention(nn.Module):
+    """Multi-head attention with separate q/k/v projections (so cross keys/values can be cached once)."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.head_dim = heads, d_model // heads
+        self.scale = self.head_dim**-0.5
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] -> [B, heads, T, head_dim]."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, heads, T, head_dim] -> [B, T, d] through the output projection."""
+        b, _, t, _ = x.shape
+        return self.out_proj(x.transpose(1, 2).reshape(b, t, -1))
+
+    def masked_softmax(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Softmax over keys where `allowed` (broadcastable bool), then attention dropout."""
+        attn = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        return F.dropout(attn, p=self.dropout, training=self.training)
+
+
+class HMERDecoderLayer(nn.Module):
+    """Post-LN Transformer decoder layer: self-attention, cross-attention (optionally ARM-refined), ReLU FFN."""
+
+    def __init__(self, config: HMERConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = HMERAttention(d, config.num_attention_heads, config.dropout)
+        self.cross_attn = HMERAttention(d, config.num_attention_heads, config.dropout)
+        self.fc1 = nn.Linear(d, config.dim_feedforward)
+        self.fc2 = nn.Linear(config.dim_feedforward, d)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_allowed: torch.Tensor,
+        cross_k: torch.Tensor,
+        cross_v: torch.Tensor,
+        valid: torch.Tensor,
+        arm: AttentionRefinementModule | None,
+        prev_attn: torch.Tensor | None,
+        cache: HMERDecoderCache | None,
+        idx: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the new hidden states and this layer's (refined) cross-attention [B, heads, T, L]."""
+        sa = self.self_attn
+        q, k, v = sa.split(sa.q_proj(x)), sa.split(sa.k_proj(x)), sa.split(sa.v_proj(x))
+        if cache is not None:
+            if cache.self_k[idx] is not None:
+                k = torch.cat((cache.self_k[idx], k), dim=2)
+                v = torch.cat((cache.self_v[idx], v), dim=2)
+            cache.self_k[idx], cache.self_v[idx] = k, v
+        attn = sa.masked_softmax((q * sa.scale) @ k.transpose(-1, -2), self_allowed)
+        x = self.norm1(x + self.dropout(sa.merge(attn @ v)))
+
+        ca = self.cross_attn
+        q = ca.split(ca.q_proj(x)) * ca.scale
+        logits = q @ cross_k.transpose(-1, -2)  # [B, heads, T, L]
+        allowed = valid.flatten(1)[:, None, None, :]
+        attn = ca.masked_softmax(logits, allowed)
+        if arm is not None:
+            past = cache.coverage[idx] if cache is not None else None
+            correction, new_sum = arm(prev_attn, attn, valid, past)
+            if cache is not None:
+                cache.coverage[idx] = new_sum
+            attn = ca.masked_softmax(logits - correction.to(logits.dtype), allowed)
+        x = self.norm2(x + self.dropout(ca.merge(attn @ cross_v)))
+
+        x = self.norm3(x + self.dropout(self.fc2(self.dropout(F.relu(self.fc1(x))))))
+        return x, attn
+
+
+class HMERTransformerDecoder(nn.Module):
+    """Embedding + LN + 1-D position encoding + LN, N post-LN layers, one ARM shared by layers 2..N."""
+
+    def __init__(self, config: HMERConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_norm = nn.LayerNorm(config.d_model)
+        self.pos_norm = nn.LayerNorm(config.d_model)
+        self.layers = nn.ModuleList(HMERDecoderLayer(config) for _ in range(config.num_decoder_layers))
+        self.arm = AttentionRefinementModule(config) if config.use_coverage else None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: HMERDecoderCache | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Hidden states [B, T, d] for tokens [B, T] given memory [B, h, w, d]; also each layer's cross-attention."""
+        b, t = input_ids.shape
+        past = cache.seen_tokens if cache is not None else 0
+        x = self.embed_norm(self.embed(input_ids))
+        positions = torch.arange(past, past + t, device=input_ids.device)
+        x = self.pos_norm(x + word_position_encoding(positions, self.config.d_model).to(x.dtype))
+
+        # Causal mask over all (past + current) key positions; padded decoder positions are never attended to.
+        keys = torch.arange(past + t, device=input_ids.device)
+        allowed = (keys[None, :] <= positions[:, None])[None, None]  # [1, 1, T, past+T]
+        if attention_mask is not None:
+            allowed = allowed & attention_mask[:, -(past + t) :].bool()[:, None, None, :]
+
+        memory_flat = memory.flatten(1, 2)  # [B, L, d]
+        attentions = []
+        prev_attn = None
+        for i, layer in enumerate(self.layers):
+            if cache is not None and cache.cross_k[i] is not None:
+                ck, cv = cache.cross_k[i], cache.cross_v[i]
+            else:
+                ca = layer.cross_attn
+                ck, cv = ca.split(ca.k_proj(memory_flat)), ca.split(ca.v_proj(memory_flat))
+                if cache is not None:
+                    cache.cross_k[i], cache.cross_v[i] = ck, cv
+            arm = self.arm if i > 0 else None
+            x, prev_attn = layer(x, allowed, ck, cv, memory_mask, arm, prev_attn, cache, i)
+            attentions.append(prev_attn)
+        if cache is not None:
+            cache.seen_tokens += t
+        return x, tuple(attentions)
+
+
+def build_decoder(config: HMERConfig) -> nn.Module:
+    """The decoder named by `config.decoder_type`."""
+    if config.decoder_type == "transformer":
+        return HMERTransformerDecoder(config)
+    raise NotImplementedError(f"decoder_type={config.decoder_type!r} is not implemented yet")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class HMERPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the transformers plumbing shared by the family."""
+
+    config_class = HMERConfig
+    config: HMERConfig
+    base_model_prefix = "hmer"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+
+
+class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
+    """Image -> LaTeX tokens. `forward` trains (builds decoder inputs from `labels`); `generate` decodes.
+
+    With `config.bidirectional`, training duplicates the batch: L2R `[bos] y -> y [eos]` and R2L
+    `[eos] rev(y) -> rev(y) [bos]` through one shared decoder; the returned logits then have 2*B rows (L2R first).
+    """
+
+    def __init__(self, config: HMERConfig):
+        super().__init__(config)
+        self.encoder = HMEREncoder(config)
+        self.decoder = build_decoder(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.post_init()
+        # from_pretrained replaces this with the saved generation_config.json when there is one.
+        self.generation_config = default_generation_config(config)
+
+    # -- transformers hooks ------------------------------------------------------------------------------------------
+
+    def get_encoder(self, modality: str | None = None) -> nn.Module:
+        return self.encoder
+
+    def get_decoder(self) -> nn.Module:
+        return self.decoder
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.decoder.embed
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The decoding state includes ARM coverage sums, so the model brings its own cache object.
+        return False
+
+    def prepare_inputs_for_generation(
+        self,
+        decoder_input_ids: torch.LongTensor,
+        past_key_values: HMERDecoderCache | None = None,
+        encoder_outputs: HMEREncoderOutput | None = None,
+        use_cache: bool | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> dict:
+        if past_key_values is not None:
+            decoder_input_ids = decoder_input_ids[:, past_key_values.get_seq_length() :]
+        return {
+            "decoder_input_ids": decoder_input_ids,
+            "encoder_outputs": encoder_outputs,
+            "past_key_values": past_key_values,
+            "use_cache": use_cache,
+            "decoder_attention_mask": decoder_attention_mask,
+        }
+
+    # -- forward -----------------------------------------------------------------------------------------------------
+
+    def build_decoder_io(self, labels: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """Decoder inputs and targets from labels [B, T] (pad or -100 = padding): L2R, and R2L appended if bidirectional."""
+        cfg = self.config
+        pad, bos, eos = cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id
+        tokens = labels.masked_fill(labels == -100, pad)
+        valid = tokens != pad
+        lengths = valid.sum(1)
+        b, t = tokens.shape
+        col = torch.arange(t + 1, device=tokens.device)[None, :]
+
+        def io(seq: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+            padded = F.pad(seq, (0, 1), value=pad)
+            inputs = torch.cat((torch.full((b, 1), start, device=seq.device, dtype=seq.dtype), seq), dim=1)
+            inputs = inputs.masked_fill(col > lengths[:, None], pad)
+            targets = padded.masked_fill(col == lengths[:, None], end).masked_fill(col > lengths[:, None], -100)
+            return inputs, targets
+
+        l2r_in, l2r_tgt = io(tokens, bos, eos)
+        if not cfg.bidirectional:
+            return l2r_in, l2r_tgt
+        # Reverse each sequence within its own length; positions past the length stay padding.
+        rev_idx = (lengths[:, None] - 1 - torch.arange(t, device=tokens.device)[None, :]).clamp(min=0)
+        reversed_tokens = tokens.gather(1, rev_idx).masked_fill(~valid, pad)
+        r2l_in, r2l_tgt = io(reversed_tokens, eos, bos)
+        return torch.cat((l2r_in, r2l_in)), torch.cat((l2r_tgt, r2l_tgt))
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        encoder_outputs: HMEREncoderOutput | tuple | None = None,
+        past_key_values: HMERDecoderCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""
+        pixel_values (`[B, 1, H, W]`): white ink on black in [0, 1], from [`HMERImageProcessor`].
+        pixel_mask (`[B, H, W]`): 1 for real pixels, 0 for batch padding.
+        labels (`[B, T]`): token ids without special tokens, padded with -100 (or pad). Decoder inputs are built from
+            them (both directions when `config.bidirectional`), and the loss is cross-entropy over non-padding targets.
+        """
+        if encoder_outputs is None:
+            if pixel_values is None:
+                raise ValueError("Pass pixel_values (or precomputed encoder_outputs).")
+            encoder_outputs = self.encoder(pixel_values, pixel_mask, output_hidden_states=output_hidden_states)
+        elif isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = HMEREncoderOutput(*encoder_outputs)
+        memory, memory_mask = encoder_outputs.last_hidden_state, encoder_outputs.feature_mask
+
+        targets = None
+        if labels is not None and decoder_input_ids is None:
+            decoder_input_ids, targets = self.build_decoder_io(labels)
+            decoder_attention_mask = None
+            repeat = decoder_input_ids.shape[0] // memory.shape[0]
+            if repeat > 1:
+                memory, memory_mask = memory.repeat(repeat, 1, 1, 1), memory_mask.repeat(repeat, 1, 1)
+        elif labels is not None:
+            targets = labels
+        if decoder_input_ids is None:
+            raise ValueError("Pass labels (training) or decoder_input_ids (decoding).")
+
+        cache = None
+        if use_cache:
+            cache = past_key_values if past_key_values is not None else HMERDecoderCache(len(self.decoder.layers))
+        hidden, cross_attentions = self.decoder(
+            decoder_input_ids, memory, memory_mask, attention_mask=decoder_attention_mask, cache=cache
+        )
+        logits = self.lm_head(hidden)
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=cache,
+            decoder_hidden_states=(hidden,) if output_hidden_states else None,
+            cross_attentions=cross_attentions if output_attentions else None,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+        )
+
+    # -- decoding ----------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        bidirectional_rescoring: bool | None = None,
+        **kwargs,
+    ):
+        """HF `generate()`; with `num_beams > 1` on a bidirectionally trained model, beams are searched in both
+        directions and each finished hypothesis is rescored by teacher-forcing the other direction (CoMER).
+
+        `bidirectional_rescoring` (default: `config.bidirectional_rescoring` when `config.bidirectional`) turns the
+        rescoring on or off. Returns the usual output classes (sequences are always in left-to-right order).
+        """
+        gen_config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        num_beams = kwargs.get("num_beams", gen_config.num_beams) or 1
+        if bidirectional_rescoring is None:
+            bidirectional_rescoring = bool(
+                getattr(self.config, "bidirectional_rescoring", False) and self.config.bidirectional
+            )
+        if not bidirectional_rescoring or num_beams <= 1:
+            return super().generate(
+                pixel_values, pixel_mask=pixel_mask, generation_config=generation_config, **kwargs
+            )
+        return self._bidirectional_generate(pixel_values, pixel_mask, gen_config, **kwargs)
+
+    def _bidirectional_generate(self, pixel_values, pixel_mask, gen_config: GenerationConfig, **kwargs):
+        """Beam search L2R and R2L, rescore every finished hypothesis in both directions, keep the best sums."""
+        cfg = self.config
+        pad, bos, eos = cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id
+        model_kwargs = gen_config.update(**kwargs)
+        num_beams, num_return = gen_config.num_beams, gen_config.num_return_sequences or 1
+        alpha = gen_config.length_penalty if gen_config.length_penalty is not None else 1.0
+        if num_return > num_beams:
+            raise ValueError(f"num_return_sequences ({num_return}) must be <= num_beams ({num_beams})")
+        if pixel_mask is None:
+            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
+        encoder_outputs = self.encoder(pixel_values, pixel_mask)
+        batch = pixel_values.shape[0]
+
+        candidates: list[list[list[int]]] = [[] for _ in range(batch)]
+        for start, end in ((bos, eos), (eos, bos)):
+            direction_config = copy.deepcopy(gen_config)
+            direction_config.update(
+                num_return_sequences=num_beams,
+                decoder_start_token_id=start,
+                eos_token_id=end,
+                return_dict_in_generate=False,
+                output_scores=False,
+                output_logits=False,
+                output_attentions=False,
+                output_hidden_states=False,
+            )
+            out = GenerationMixin.generate(
+                self,
+                pixel_values,
+                pixel_mask=pixel_mask,
+                encoder_outputs=copy.copy(encoder_outputs),
+                generation_config=direction_config,
+                **model_kwargs,
+            )
+            for row, seq in enumerate(out.tolist()):
+                tokens = [tok for tok in seq[1:] if tok not in (pad, bos, eos)]
+                candidates[row // num_beams].append(tokens if start == bos else tokens[::-1])
+
+        # Score each distinct candidate in both directions by teacher forcing, in one batch per direction.
+        flat, owner = [], []
+        for row, cands in enumerate(candidates):
+            for tokens in dict.fromkeys(map(tuple, cands)):
+                flat.append(list(tokens))
+                owner.append(row)
+        owner_t = torch.tensor(owner, device=pixel_values.device)
+        scores = self.sequence_log_probs(encoder_outputs, owner_t, flat, direction="l2r")
+        scores = scores + self.sequence_log_probs(encoder_outputs, owner_t, flat, direction="r2l")
+        lengths = torch.tensor([len(s) + 1 for s in flat], device=scores.device, dtype=scores.dtype)
+        scores = scores / lengths**alpha
+
+        best_seqs, best_scores = [], []
+        for row in range(batch):
+            idx = (owner_t == row).nonzero().flatten()
+            order = idx[scores[idx].argsort(descending=True)][:num_return]
+            for i in order.tolist():
+                best_seqs.append([bos] + flat[i] + [eos])
+                best_scores.append(scores[i])
+        width = max(len(s) for s in best_seqs)
+        sequences = torch.full((len(best_seqs), width), pad, dtype=torch.long, device=pixel_values.device)
+        for i, s in enumerate(best_seqs):
+            sequences[i, : len(s)] = torch.tensor(s, device=sequences.device)
+        if not gen_config.return_dict_in_generate:
+            return sequences
+        return GenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=torch.stack(best_scores))
+
+    @torch.no_grad()
+    def sequence_log_probs(
+        self,
+        encoder_outputs: HMEREncoderOutput,
+        rows: torch.LongTensor,
+        sequences: list[list[int]],
+        direction: str = "l2r",
+    ) -> torch.Tensor:
+        """Teacher-forced log p(sequence + end token | image) in one direction, for token lists (no specials);
+        `rows` maps each sequence to its image in `encoder_outputs`."""
+        cfg = self.config
+        pad, bos, eos = cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id
+        start, end = (bos, eos) if direction == "l2r" else (eos, bos)
+        width = max(len(s) for s in sequences) + 1
+        inputs = torch.full((len(sequences), width), pad, dtype=torch.long, device=rows.device)
+        targets = torch.full_like(inputs, -100)
+        for i, s in enumerate(sequences):
+            s = s if direction == "l2r" else s[::-1]
+            inputs[i, : len(s) + 1] = torch.tensor([start] + s, device=rows.device)
+            targets[i, : len(s) + 1] = torch.tensor(s + [end], device=rows.device)
+        memory = encoder_outputs.last_hidden_state.index_select(0, rows)
+        memory_mask = encoder_outputs.feature_mask.index_select(0, rows)
+        hidden, _ = self.decoder(inputs, memory, memory_mask, attention_mask=inputs != pad)
+        logp = torch.log_softmax(self.lm_head(hidden).float(), dim=-1)
+        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return picked.masked_fill(targets == -100, 0.0).sum(-1)
+
+
+def default_generation_config(config: HMERConfig) -> GenerationConfig:
+    """Decoding defaults: start with <s>, stop at </s>, at most 200 tokens (CoMER's limit), greedy."""
+    return GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        max_length=200,
+        num_beams=1,
+        length_penalty=1.0,
+    )
+
+
+__all__ = ["HMERPreTrainedModel", "HMERForConditionalGeneration", "HMEREncoderOutput", "HMERDecoderCache"]
