@@ -73,6 +73,12 @@ class HMEREncoderOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+def masked_avg_pool2d(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """2x2 ceil-mode average over valid pixels only: on a padded batch it equals pooling each unpadded image."""
+    pooled = F.avg_pool2d(x * mask, 2, ceil_mode=True)
+    return pooled / F.avg_pool2d(mask, 2, ceil_mode=True).clamp(min=1e-6)
+
+
 class DenseBottleneck(nn.Module):
     """DenseNet-B layer: 1x1 conv to 4*growth, 3x3 conv to growth (each BN-ReLU-dropout), concatenated to the input."""
 
@@ -85,14 +91,15 @@ class DenseBottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(growth_rate)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out = self.dropout(F.relu(self.bn1(self.conv1(x))))
-        out = self.dropout(F.relu(self.bn2(self.conv2(out))))
+        # Zero the padding before the 3x3 conv so it sees exactly what zero-padding of the lone image would give.
+        out = self.dropout(F.relu(self.bn2(self.conv2(out * mask))))
         return torch.cat((x, out), 1)
 
 
 class DenseTransition(nn.Module):
-    """Transition: 1x1 conv with compression, BN-ReLU-dropout, 2x2 average pooling (ceil mode)."""
+    """Transition: 1x1 conv with compression, BN-ReLU-dropout, 2x2 average pooling (ceil mode, valid pixels)."""
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float):
         super().__init__()
@@ -100,13 +107,17 @@ class DenseTransition(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.dropout(F.relu(self.bn(self.conv(x))))
-        return F.avg_pool2d(out, 2, ceil_mode=True)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_avg_pool2d(self.dropout(F.relu(self.bn(self.conv(x)))), mask)
 
 
 class DenseNetBackbone(nn.Module):
-    """CoMER's DenseNet-B: 7x7/2 stem, max-pool, dense blocks with transitions; stride 16, 684 channels by default."""
+    """CoMER's DenseNet-B: 7x7/2 stem, max-pool, dense blocks with transitions; stride 16, 684 channels by default.
+
+    Padding-invariant: every operation that mixes neighbouring pixels sees zeros (or, for average pooling, only valid
+    pixels) outside each image, so an image gives the same features alone or padded in a batch; on an unpadded image
+    the computation is exactly CoMER's.
+    """
 
     def __init__(self, config: HMERConfig):
         super().__init__()
@@ -117,11 +128,11 @@ class DenseNetBackbone(nn.Module):
         self.blocks = nn.ModuleList()
         self.transitions = nn.ModuleList()
         for b in range(config.num_dense_blocks):
-            layers = []
+            layers = nn.ModuleList()
             for _ in range(depth):
                 layers.append(DenseBottleneck(channels, growth, drop))
                 channels += growth
-            self.blocks.append(nn.Sequential(*layers))
+            self.blocks.append(layers)
             if b < config.num_dense_blocks - 1:
                 out = int(math.floor(channels * config.reduction))
                 self.transitions.append(DenseTransition(channels, out, drop))
@@ -132,14 +143,18 @@ class DenseNetBackbone(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [B, C, h, w] and the mask downsampled alongside ([B, H, W] -> [B, h, w], True = valid)."""
         # Each stride-2 op (conv pad 3, ceil-mode pools) yields ceil(n/2) positions, exactly what [0::2] keeps.
-        x = F.relu(self.stem_norm(self.stem(x)))
+        m = mask.unsqueeze(1).to(x.dtype)
+        x = F.relu(self.stem_norm(self.stem(x * m)))
         mask = mask[:, 0::2, 0::2]
-        x = F.max_pool2d(x, 2, ceil_mode=True)
+        # After ReLU every value is >= 0, so zeroed padding never wins the max.
+        x = F.max_pool2d(x * mask.unsqueeze(1).to(x.dtype), 2, ceil_mode=True)
         mask = mask[:, 0::2, 0::2]
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            m = mask.unsqueeze(1).to(x.dtype)
+            for layer in block:
+                x = layer(x, m)
             if i < len(self.transitions):
-                x = self.transitions[i](x)
+                x = self.transitions[i](x, m)
                 mask = mask[:, 0::2, 0::2]
         return self.out_norm(x), mask
 
@@ -725,13 +740,13 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
 
 
 def default_generation_config(config: HMERConfig) -> GenerationConfig:
-    """Decoding defaults: start with <s>, stop at </s>, at most 200 tokens (CoMER's limit), greedy."""
+    """Decoding defaults: start with <s>, stop at </s>, at most 200 new tokens (CoMER's limit), greedy."""
     return GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id,
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
-        max_length=200,
+        max_new_tokens=200,
         num_beams=1,
         length_penalty=1.0,
     )

@@ -210,7 +210,7 @@ def test_save_load_identical_logits(tmp_path):
     with torch.no_grad():
         after = loaded(pixel_values=pixels, pixel_mask=mask, labels=labels).logits
     assert torch.equal(before, after)
-    assert loaded.generation_config.max_length == 200 and loaded.generation_config.decoder_start_token_id == 1
+    assert loaded.generation_config.max_new_tokens == 200 and loaded.generation_config.decoder_start_token_id == 1
 
 
 def test_bf16_autocast_forward_runs_and_is_close():
@@ -228,3 +228,16 @@ def test_bad_pixel_values_shape_is_a_clear_error():
     model = tiny_model()
     with pytest.raises(ValueError, match=r"\[batch, 1, height, width\]"):
         model(pixel_values=torch.rand(1, 3, 32, 32), labels=torch.tensor([[5]]))
+
+
+def test_encoder_is_padding_invariant():
+    model = tiny_model(seed=9)
+    pixels, mask = random_batch(3, seed=9)
+    with torch.no_grad():
+        batched = model.encoder(pixels, mask)
+        for i in range(3):
+            vh, vw = int(mask[i].any(1).sum()), int(mask[i].any(0).sum())
+            alone = model.encoder(pixels[i : i + 1, :, :vh, :vw])
+            h, w = alone.last_hidden_state.shape[1:3]
+            diff = (batched.last_hidden_state[i, :h, :w] - alone.last_hidden_state[0]).abs().max().item()
+            assert diff < 1e-4, (i, diff)
