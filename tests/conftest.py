@@ -17,3 +17,44 @@ def crohme_dir() -> Path:
     if not (CROHME_DIR / "2014" / "caption.txt").is_file():
         pytest.skip(f"CROHME data not found at {CROHME_DIR}")
     return CROHME_DIR
+
+
+TINY_CONFIG = dict(
+    growth_rate=8,
+    num_dense_layers=2,
+    stem_channels=16,
+    d_model=32,
+    num_attention_heads=4,
+    dim_feedforward=64,
+    num_decoder_layers=3,
+    arm_channels=8,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved, randomly initialised small model with its processor (for pipeline, CLI and export tests)."""
+    import torch
+
+    from hmer_hf import HMERConfig, HMERForConditionalGeneration, HMERImageProcessor, HMERProcessor, HMERTokenizer
+
+    torch.manual_seed(0)
+    model = HMERForConditionalGeneration(HMERConfig(**TINY_CONFIG)).eval()
+    folder = tmp_path_factory.mktemp("tiny_model")
+    model.save_pretrained(folder)
+    HMERProcessor(HMERImageProcessor(), HMERTokenizer()).save_pretrained(folder)
+    return folder
+
+
+def draw_formula_image(seed: int, height: int = 60, width: int = 160):
+    """A synthetic white-on-black 'handwriting' image (random thick strokes) as a uint8 array."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(2, 6))):
+        points = [tuple(map(float, rng.uniform([5, 5], [width - 5, height - 5]))) for _ in range(4)]
+        draw.line(points, fill=255, width=3, joint="curve")
+    return np.array(image)

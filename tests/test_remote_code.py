@@ -1,0 +1,73 @@
+"""Remote-code export: a saved folder loads through the Auto classes with trust_remote_code where hmer_hf is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hmer_hf import HMERForConditionalGeneration, HMERProcessor
+
+from .conftest import draw_formula_image
+
+# Runs in a fresh interpreter that refuses to import hmer_hf, so only the files in the folder can serve.
+CHILD = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "hmer_hf" or name.startswith("hmer_hf."):
+                raise ImportError("hmer_hf is blocked in this process")
+    sys.meta_path.insert(0, Block())
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    folder, images = sys.argv[1], sys.argv[2:]
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    batch = processor(images=images)
+    ids = model.generate(**batch, max_new_tokens=8, num_beams=3)
+    print(json.dumps({
+        "model": type(model).__module__,
+        "texts": processor.batch_decode(ids, skip_special_tokens=True),
+        "hmer_hf_loaded": any(m == "hmer_hf" or m.startswith("hmer_hf.") for m in sys.modules),
+    }))
+    """
+)
+
+
+def test_remote_code_loads_without_hmer_hf(tiny_model_dir, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(tiny_model_dir, export)
+    paths = []
+    for seed in (11, 12):
+        path = tmp_path / f"img{seed}.png"
+        Image.fromarray(draw_formula_image(seed)).save(path)
+        paths.append(str(path))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(export), *paths],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert child["model"].startswith("transformers_modules")
+    assert child["hmer_hf_loaded"] is False
+
+    model = HMERForConditionalGeneration.from_pretrained(tiny_model_dir)
+    processor = HMERProcessor.from_pretrained(tiny_model_dir)
+    batch = processor(images=paths)
+    ids = model.generate(**batch, max_new_tokens=8, num_beams=3)
+    assert child["texts"] == processor.batch_decode(ids, skip_special_tokens=True)
