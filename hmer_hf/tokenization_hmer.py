@@ -114,7 +114,7 @@ class HMERTokenizer(PythonBackend):
         self.split_compact = split_compact
 
         expected = {str(pad_token): PAD_ID, str(bos_token): BOS_ID, str(eos_token): EOS_ID, str(unk_token): UNK_ID}
-        misplaced = {token: self.vocab.get(token) for token, index in expected.items() if self.vocab.get(token) != index}
+        misplaced = {t: self.vocab.get(t) for t, index in expected.items() if self.vocab.get(t) != index}
         if misplaced:
             # The model's config assumes these ids; a vocabulary built elsewhere may differ.
             logger.warning(
@@ -202,7 +202,7 @@ class HMERTokenizer(PythonBackend):
     def train_new_from_iterator(
         self, text_iterator: Iterable[str], vocab_size: int | None = None, min_frequency: int = 1, **kwargs
     ) -> "HMERTokenizer":
-        """Build a tokenizer of the same settings whose vocabulary is learned from `text_iterator` (space-separated)."""
+        """A tokenizer with these settings and a vocabulary learned from `text_iterator` (space-separated LaTeX)."""
         init_kwargs = {
             "pad_token": str(self.pad_token),
             "bos_token": str(self.bos_token),

@@ -1,4 +1,4 @@
-"""HMERTokenizer: CROHME vocabulary, exact round trips, unknown symbols, compact LaTeX, custom vocabularies, save/load."""
+"""HMERTokenizer: CROHME vocabulary, exact round trips, unknown symbols, compact LaTeX, custom vocabularies, I/O."""
 
 from __future__ import annotations
 

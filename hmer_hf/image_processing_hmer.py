@@ -1,0 +1,470 @@
+"""Image processor for handwritten math expressions: any image -> white ink on black, cropped, scale-limited, padded.
+
+This file is shipped as Hugging Face remote code (copied flat next to the weights), so it only imports transformers,
+numpy, Pillow and the standard library (torch only when it is installed, to accept tensors).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.processing_utils import ImagesKwargs
+from transformers.utils import TensorType, logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["HMERImageProcessor", "HMERImagesKwargs"]
+
+POLARITIES = ("auto", "dark_ink", "light_ink")
+# PIL modes holding more than 8 bits per pixel: scaled down to 8 bits by their value range.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# Border medians this far from mid-grey decide the polarity alone (symmetric around 127.5: 255 - 160 = 95).
+_LIGHT_BACKGROUND, _DARK_BACKGROUND = 160, 95
+
+
+class HMERImagesKwargs(ImagesKwargs, total=False):
+    """Settings of [`HMERImageProcessor`], declared so that `from_pretrained(..., max_height=128)` accepts them."""
+
+    min_height: int
+    max_height: int
+    min_width: int
+    max_width: int
+    max_pixels: int
+    do_crop: bool
+    crop_margin: int
+    polarity: str
+    ink_threshold: int
+    normalize_contrast: bool
+    pad_to_multiple_of: int | None
+    max_input_pixels: int
+
+
+class HMERImageProcessor(BaseImageProcessor):
+    r"""
+    Turns images of handwritten math into the tensors an HMER model reads: `pixel_values` float32 `[B, 1, H, W]` in
+    [0, 1], white ink (1) on black (0) like the CROHME offline images, and `pixel_mask` int64 `[B, H, W]` (1 = image,
+    0 = batch padding).
+
+    For every image: (1) decode it (paths, bytes, PIL images of any mode, numpy arrays, torch tensors) to 8-bit grey,
+    compositing transparency over white; (2) detect the polarity from the border and invert black-on-white input;
+    (3) subtract the background level and stretch the ink to full contrast; (4) crop to the ink bounding box plus
+    `crop_margin` (never beyond the image); (5) rescale keeping the aspect ratio only when the image breaks a limit
+    (scale matters: the models are trained on ~3 px strokes at CROHME's fixed scale); (6) pad up to the minimum size.
+    The batch is then zero-padded bottom/right to its largest height and width.
+
+    Args:
+        min_height, min_width (`int`, defaults to 16): smaller images are zero-padded (bottom/right) up to these; the
+            padding counts as image in `pixel_mask` so that no feature row or column is fully masked.
+        max_height, max_width (`int`, defaults to 256 and 1024), max_pixels (`int`, defaults to 320000): larger
+            images are scaled down (aspect kept). Images within all limits keep their scale; when the maxima and the
+            minima cannot both hold (extreme aspect), the maxima win and the short side is padded.
+        do_crop (`bool`, defaults to `True`): crop to the ink bounding box.
+        crop_margin (`int`, defaults to 12): margin kept around the ink when cropping; 12 px is the margin of the
+            CROHME offline images, which therefore pass through the crop unchanged.
+        polarity (`str`, defaults to `"auto"`): `"auto"` detects it; `"dark_ink"` (always invert) or `"light_ink"`
+            (never invert) force it.
+        ink_threshold (`int`, defaults to 48): a pixel is ink when it is brighter than the background level by more
+            than this (0-255 scale, after inversion); an image without any is rejected as blank.
+        normalize_contrast (`bool`, defaults to `True`): map the background level to 0 and the brightest ink to 255.
+        resample (`int`, defaults to `PIL.Image.BILINEAR`): PIL filter used when rescaling.
+        pad_to_multiple_of (`int`, *optional*): round the padded batch height and width up to a multiple of this.
+        max_input_pixels (`int`, defaults to 50_000_000): inputs with more pixels are refused before decoding
+            (decompression-bomb guard).
+    """
+
+    model_input_names = ["pixel_values", "pixel_mask"]
+    valid_kwargs = HMERImagesKwargs
+
+    def __init__(
+        self,
+        min_height: int = 16,
+        max_height: int = 256,
+        min_width: int = 16,
+        max_width: int = 1024,
+        max_pixels: int = 320_000,
+        do_crop: bool = True,
+        crop_margin: int = 12,
+        polarity: str = "auto",
+        ink_threshold: int = 48,
+        normalize_contrast: bool = True,
+        resample: int = Image.Resampling.BILINEAR,
+        pad_to_multiple_of: int | None = None,
+        max_input_pixels: int = 50_000_000,
+        **kwargs,
+    ):
+        # Saved configs carry the class name; it is not a setting.
+        kwargs.pop("image_processor_type", None)
+        super().__init__(**kwargs)
+        self.min_height = int(min_height)
+        self.max_height = int(max_height)
+        self.min_width = int(min_width)
+        self.max_width = int(max_width)
+        self.max_pixels = int(max_pixels)
+        self.do_crop = bool(do_crop)
+        self.crop_margin = int(crop_margin)
+        self.polarity = polarity
+        self.ink_threshold = int(ink_threshold)
+        self.normalize_contrast = bool(normalize_contrast)
+        self.resample = int(resample)
+        self.pad_to_multiple_of = None if pad_to_multiple_of is None else int(pad_to_multiple_of)
+        self.max_input_pixels = int(max_input_pixels)
+        self._validate_settings(vars(self))
+
+    # ---- settings ----
+
+    _SETTINGS = (
+        "min_height", "max_height", "min_width", "max_width", "max_pixels", "do_crop", "crop_margin", "polarity",
+        "ink_threshold", "normalize_contrast", "resample", "pad_to_multiple_of", "max_input_pixels",
+    )  # fmt: skip
+
+    @staticmethod
+    def _validate_settings(s: dict) -> None:
+        """Raise a ValueError for inconsistent size limits or an unknown polarity."""
+        if s["polarity"] not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, got {s['polarity']!r}")
+        if not 1 <= s["min_height"] <= s["max_height"] or not 1 <= s["min_width"] <= s["max_width"]:
+            raise ValueError(
+                "Need 1 <= min_height <= max_height and 1 <= min_width <= max_width, got "
+                f"height [{s['min_height']}, {s['max_height']}], width [{s['min_width']}, {s['max_width']}]"
+            )
+        if s["max_pixels"] < s["min_height"] * s["min_width"]:
+            raise ValueError(f"max_pixels={s['max_pixels']} is below min_height * min_width")
+        if s["crop_margin"] < 0 or s["max_input_pixels"] < 1 or not 0 <= s["ink_threshold"] < 255:
+            raise ValueError("crop_margin must be >= 0, max_input_pixels >= 1 and ink_threshold in [0, 255)")
+        if s["pad_to_multiple_of"] is not None and s["pad_to_multiple_of"] < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {s['pad_to_multiple_of']}")
+
+    def _resolve(self, overrides: dict) -> dict:
+        """Settings of this call: the instance's, updated by per-call keyword arguments."""
+        unknown = set(overrides) - set(self._SETTINGS)
+        if unknown:
+            raise TypeError(f"Unexpected keyword argument(s) for {type(self).__name__}: {sorted(unknown)}")
+        settings = {key: getattr(self, key) for key in self._SETTINGS}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        self._validate_settings(settings)
+        return settings
+
+    # ---- public API ----
+
+    def __call__(
+        self, images=None, strokes=None, return_tensors: str | TensorType | None = "pt", **kwargs
+    ) -> BatchFeature:
+        """Preprocess an image or a list of images (see [`~HMERImageProcessor.preprocess`])."""
+        return self.preprocess(images, strokes=strokes, return_tensors=return_tensors, **kwargs)
+
+    def preprocess(
+        self, images=None, strokes=None, return_tensors: str | TensorType | None = "pt", **kwargs
+    ) -> BatchFeature:
+        """
+        Preprocess an image or a list of images into `pixel_values` `[B, 1, H, W]` and `pixel_mask` `[B, H, W]`.
+
+        Args:
+            images: a file path (`str`/`Path`), encoded bytes, a PIL image, a numpy array (`HxW` or `HxWxC`, uint8
+                or float in [0, 1]) or a torch tensor (`HxW` or `CxHxW`), or a list of these.
+            strokes: reserved for online ink: a list with one entry (its strokes) per expression; see
+                [`~HMERImageProcessor.render_strokes`].
+            return_tensors: `"pt"` (default) for torch tensors, `"np"` or `None` for numpy arrays.
+            kwargs: any setting of the constructor, overriding it for this call.
+        """
+        settings = self._resolve(kwargs)
+        if strokes is not None:
+            # Hook for online ink: strokes are rendered to white-on-black images, then go through the same steps.
+            if images is not None:
+                raise ValueError("Pass either `images` or `strokes`, not both.")
+            arrays = [
+                self._normalize(self.render_strokes(expression), f"strokes #{i}", settings)
+                for i, expression in enumerate(strokes)
+            ]
+        else:
+            if images is None:
+                raise ValueError("No images given.")
+            batch = _as_list(images)
+            if not batch:
+                raise ValueError("Empty list of images.")
+            names = [_describe(image, i) for i, image in enumerate(batch)]
+            arrays = [
+                self._normalize(self.load_image(image, settings, name=name), name, settings)
+                for image, name in zip(batch, names)
+            ]
+        pixel_values, pixel_mask = self.pad(arrays, pad_to_multiple_of=settings["pad_to_multiple_of"])
+        return BatchFeature(data={"pixel_values": pixel_values, "pixel_mask": pixel_mask}, tensor_type=return_tensors)
+
+    def render_strokes(self, strokes: Any) -> np.ndarray:
+        """Hook for online ink: render one expression's strokes to a uint8 white-on-black image (not yet done)."""
+        # A later version renders with the same renderer as training (hmer_hf.data.render_strokes), kept importable
+        # without the hmer_hf package since this file is remote code.
+        raise NotImplementedError(
+            "HMERImageProcessor does not accept strokes yet; render them to an image first "
+            "(e.g. with hmer_hf.data.render_strokes) and pass the image."
+        )
+
+    def process_image(self, image: Any, **kwargs) -> np.ndarray:
+        """Turn one image into its float32 `[h, w]` array in [0, 1] (white ink on black), before batch padding."""
+        settings = self._resolve(kwargs)
+        name = _describe(image, 0)
+        return self._normalize(self.load_image(image, settings, name=name), name, settings)
+
+    def get_output_size(self, height: int, width: int, **kwargs) -> tuple[int, int]:
+        """Size an image of `height` x `width` is rescaled to (before padding up to the minimum size)."""
+        s = self._resolve(kwargs)
+        return _output_size(height, width, s)
+
+    def pad(
+        self, images: Sequence[np.ndarray], pad_to_multiple_of: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-pad `[h, w]` arrays bottom/right to a common size; returns `pixel_values` and `pixel_mask`."""
+        height = max(image.shape[0] for image in images)
+        width = max(image.shape[1] for image in images)
+        if pad_to_multiple_of:
+            height = math.ceil(height / pad_to_multiple_of) * pad_to_multiple_of
+            width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
+        pixel_values = np.zeros((len(images), 1, height, width), dtype=np.float32)
+        pixel_mask = np.zeros((len(images), height, width), dtype=np.int64)
+        for i, image in enumerate(images):
+            h, w = image.shape
+            pixel_values[i, 0, :h, :w] = image
+            pixel_mask[i, :h, :w] = 1
+        return pixel_values, pixel_mask
+
+    # ---- decoding ----
+
+    def load_image(self, image: Any, settings: dict | None = None, name: str = "image") -> np.ndarray:
+        """Decode any supported input to a uint8 `[h, w]` grey array (not yet inverted, cropped or scaled)."""
+        settings = settings or self._resolve({})
+        limit = settings["max_input_pixels"]
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise ValueError(f"Image file not found: {name}")
+            with open(path, "rb") as handle:
+                return _decode_file(handle, name, limit)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return _decode_file(io.BytesIO(bytes(image)), name, limit)
+        if isinstance(image, Image.Image):
+            # Check before touching pixels: an image from Image.open is still undecoded here.
+            _check_pixels(image.size[1], image.size[0], name, limit)
+            try:
+                return _pil_to_gray(image)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                raise ValueError(f"Cannot decode {name}: {error}") from error
+        if _is_torch_tensor(image):
+            tensor = image.detach().cpu()
+            if tensor.is_floating_point():
+                tensor = tensor.float()  # numpy has no bfloat16
+            array = tensor.numpy()
+            if array.ndim == 3 and array.shape[0] in (1, 2, 3, 4):
+                array = array.transpose(1, 2, 0)  # CxHxW (the torch convention) -> HxWxC
+            elif array.ndim not in (2, 3):
+                raise ValueError(f"{name}: expected a HxW or CxHxW tensor, got shape {tuple(array.shape)}")
+            return _array_to_gray(array, name, limit)
+        if isinstance(image, np.ndarray):
+            array = image
+            if array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4) and array.shape[0] in (1, 2, 3, 4):
+                array = array.transpose(1, 2, 0)  # a channels-first array
+            return _array_to_gray(array, name, limit)
+        raise ValueError(
+            f"Unsupported input {name}: expected a path, bytes, PIL image, numpy array or torch tensor, "
+            f"got {type(image).__name__}"
+        )
+
+    # ---- the per-image steps ----
+
+    def _normalize(self, gray: np.ndarray, name: str, s: dict) -> np.ndarray:
+        """Polarity, contrast, crop, rescale and minimum padding of one uint8 grey image; float32 in [0, 1]."""
+        gray = _orient_polarity(gray, s["polarity"])
+        background = int(round(float(np.median(_border(gray)))))
+        strength = gray.astype(np.int16) - background
+        ink = strength > s["ink_threshold"]
+        if not ink.any():
+            raise ValueError(
+                f"{name} looks blank: no pixel differs from the background ({background}) by more than "
+                f"ink_threshold={s['ink_threshold']}"
+            )
+        if s["normalize_contrast"]:
+            peak = int(strength.max())
+            gray = np.clip(np.rint(strength * (255.0 / peak)), 0, 255).astype(np.uint8)
+        if s["do_crop"]:
+            rows = np.flatnonzero(ink.any(axis=1))
+            cols = np.flatnonzero(ink.any(axis=0))
+            m = s["crop_margin"]
+            top, bottom = max(rows[0] - m, 0), min(rows[-1] + m + 1, gray.shape[0])
+            left, right = max(cols[0] - m, 0), min(cols[-1] + m + 1, gray.shape[1])
+            gray = gray[top:bottom, left:right]
+        height, width = gray.shape
+        new_height, new_width = _output_size(height, width, s)
+        if (new_height, new_width) != (height, width):
+            gray = np.asarray(Image.fromarray(gray).resize((new_width, new_height), resample=s["resample"]))
+        out = np.zeros((max(new_height, s["min_height"]), max(new_width, s["min_width"])), dtype=np.float32)
+        out[:new_height, :new_width] = gray.astype(np.float32) / 255.0
+        return out
+
+
+# ---- helpers (module level so that the data pipeline can reuse them without an instance) ----
+
+
+def _output_size(height: int, width: int, s: dict) -> tuple[int, int]:
+    """Target size: unchanged inside the limits; else the scale that meets the maxima, or the minima if it can."""
+    cap = min(s["max_height"] / height, s["max_width"] / width, math.sqrt(s["max_pixels"] / (height * width)))
+    need = max(s["min_height"] / height, s["min_width"] / width)
+    scale = min(1.0, cap)
+    if need > scale:
+        # Too small: enlarge as far as the maxima allow; what is still missing is padded later.
+        scale = min(need, cap)
+    if scale == 1.0:
+        return height, width
+    new_height = min(max(1, round(height * scale)), s["max_height"])
+    new_width = min(max(1, round(width * scale)), s["max_width"])
+    # Rounding up may overshoot max_pixels by a row or column: trim the longer side.
+    while new_height * new_width > s["max_pixels"]:
+        if new_width >= new_height:
+            new_width -= 1
+        else:
+            new_height -= 1
+    return new_height, new_width
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns of an image, flattened."""
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
+def _orient_polarity(gray: np.ndarray, polarity: str) -> np.ndarray:
+    """Return the image as light ink on a dark background, inverting it when the ink is darker than the background."""
+    if polarity == "light_ink":
+        return gray
+    if polarity == "dark_ink":
+        return 255 - gray
+    # The border is mostly background. A clearly light or dark border decides alone; a mid-grey one is resolved by
+    # where the mean lies (sparse ink pulls it towards the ink side). Integer arithmetic keeps the rule exactly
+    # antisymmetric, so an image and its inverse always come out identical.
+    doubled_background = int(round(2 * float(np.median(_border(gray)))))
+    if doubled_background > 2 * _LIGHT_BACKGROUND:
+        dark_ink = True
+    elif doubled_background < 2 * _DARK_BACKGROUND:
+        dark_ink = False
+    else:
+        shift = 2 * int(gray.sum(dtype=np.int64)) - doubled_background * gray.size
+        dark_ink = shift < 0 if shift != 0 else doubled_background > 255
+    return 255 - gray if dark_ink else gray
+
+
+def _check_pixels(height: int, width: int, name: str, limit: int) -> None:
+    """Refuse an input larger than `limit` pixels before it is decoded."""
+    if height * width > limit:
+        raise ValueError(
+            f"{name} is {width}x{height} = {height * width} pixels, more than max_input_pixels={limit}; refusing "
+            "to decode it (possible decompression bomb). Raise max_input_pixels if the image is genuine."
+        )
+
+
+def _decode_file(handle, name: str, limit: int) -> np.ndarray:
+    """Open an encoded image lazily, check its size from the header, then decode it to grey."""
+    try:
+        image = Image.open(handle)  # lazy: reads the header only
+        _check_pixels(image.size[1], image.size[0], name, limit)
+        image.load()
+        image = ImageOps.exif_transpose(image)  # photos: honour the camera orientation
+        return _pil_to_gray(image)
+    except Image.DecompressionBombError as error:
+        # Pillow's own guard fires inside Image.open for headers above 2 * Image.MAX_IMAGE_PIXELS.
+        raise ValueError(f"{name} was refused by Pillow as a possible decompression bomb: {error}") from error
+    except UnidentifiedImageError as error:
+        raise ValueError(f"Cannot read {name}: not a recognised image file") from error
+    except (OSError, SyntaxError, EOFError) as error:
+        raise ValueError(f"Cannot read {name}: corrupt or truncated image ({error})") from error
+
+
+def _composite_over_white(image: Image.Image) -> Image.Image:
+    """Flatten transparency onto a white page."""
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _pil_to_gray(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> uint8 grey array (transparency over white, >8-bit modes scaled by their range)."""
+    mode = image.mode
+    if mode in _WIDE_MODES:
+        return _scale_to_uint8(np.asarray(image), f"PIL image of mode {mode}")
+    if mode == "L":
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode in ("LA", "La", "RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in image.info):
+        image = _composite_over_white(image)
+    elif mode != "RGB":
+        image = image.convert("RGB")  # 1, P, CMYK, YCbCr, LAB, HSV, ...
+    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def _scale_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """Map an array to uint8 by its nominal range: bool, [0, 1] floats, 8-bit or 16-bit integer values."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if array.size == 0:
+        raise ValueError(f"{name} is empty")
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    low, high = values.min(), values.max()
+    if low < 0:
+        raise ValueError(f"{name} has negative values (min {low}); expected [0, 1] floats or unsigned integers")
+    if np.issubdtype(array.dtype, np.floating) and high <= 1.0:
+        top = 1.0
+    elif high <= 255:
+        top = 255.0
+    elif high <= 65535:
+        top = 65535.0
+    else:
+        top = high  # wider than 16 bits: scale by the actual maximum
+    return np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _array_to_gray(array: np.ndarray, name: str, limit: int) -> np.ndarray:
+    """HxW or HxWxC (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) array -> uint8 grey."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4)):
+        raise ValueError(f"{name}: expected a HxW or HxWxC array (C in 1, 2, 3, 4), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    _check_pixels(array.shape[0], array.shape[1], name, limit)
+    array = _scale_to_uint8(np.asarray(array), name)
+    if array.ndim == 2:
+        return np.ascontiguousarray(array)
+    # Pillow infers LA / RGB / RGBA from the channel count of a uint8 array.
+    return _pil_to_gray(Image.fromarray(np.ascontiguousarray(array)))
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    """Whether `value` is a torch tensor, without importing torch when it is not installed."""
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
+
+
+def _as_list(images: Any) -> list:
+    """A single image or a batch (list/tuple, or a 4-D array/tensor) as a list of single images."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if (isinstance(images, np.ndarray) or _is_torch_tensor(images)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def _describe(image: Any, index: int) -> str:
+    """A name for an input, used in error messages."""
+    if isinstance(image, (str, os.PathLike)):
+        return repr(os.fspath(image))
+    if isinstance(image, Image.Image):
+        return f"image #{index} (PIL {image.mode} {image.size[0]}x{image.size[1]})"
+    shape = getattr(image, "shape", None)
+    if shape is not None:
+        return f"image #{index} ({type(image).__name__} of shape {tuple(shape)})"
+    return f"image #{index} ({type(image).__name__})"
