@@ -4,7 +4,7 @@ The canonical CROHME 2014 test images (`2014/img/*.bmp`, the images on which pub
 binary (0/255), white ink on black, with strokes 3-4 px wide and an exact margin of 12 px before the ink and 11 px
 after it. Their scale is not a fixed factor of the ink coordinates nor a fixed image height: it normalises the writing
 size. scripts/fit_renderer.py recovers the rule from the 986 InkML/image pairs: the scale maps the *mean height of
-the strokes taller than 10% of the tallest stroke* to ~28 px (it fits every test image to within a few percent;
+the strokes taller than 10% of the tallest stroke* to ~28 px (984 of the 986 test images within 5% in size;
 docs/data_quality.md, section "Renderer", has the measurements). Dots, minus signs and other flat strokes are left
 out of that mean, so the rule measures the height of the written characters.
 """
