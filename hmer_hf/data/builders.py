@@ -362,7 +362,9 @@ def build_imagefolder_dataset(
     data_dir = Path(data_dir)
     meta = next((data_dir / m for m in METADATA_FILES if (data_dir / m).is_file()), None)
     if meta is None:
-        split_dirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and any((d / m).is_file() for m in METADATA_FILES))
+        split_dirs = sorted(
+            d for d in data_dir.iterdir() if d.is_dir() and any((d / m).is_file() for m in METADATA_FILES)
+        )
         if not split_dirs:
             raise FileNotFoundError(f"no metadata.jsonl / metadata.csv in {data_dir} or its subfolders")
         kwargs = dict(normalize=normalize, verify_images=verify_images, num_threads=num_threads, progress=progress)

@@ -2,8 +2,9 @@
 
 A batch of images is padded to `max_h x max_w` of its members, so its cost is `max_h * max_w * count` pixels, not the
 sum of the image areas. [`PixelBudgetBatchSampler`] packs batches greedily under that padded cost (`max_pixels`),
-after ordering the samples by size (log-height bins, then width; with per-epoch noise so batches differ between epochs), then shuffles the
-batch order. Sizes come from the `height`/`width` columns the builders store, so no image is decoded.
+after ordering the samples by size (log-height bins, then width; with per-epoch noise so batches differ between
+epochs), then shuffles the batch order. Sizes come from the `height`/`width` columns the builders store, so no image
+is decoded.
 
 With accelerate, give the sampler to a DataLoader as `batch_sampler`; `accelerator.prepare` wraps it in
 `BatchSamplerShard`, which hands batch `i` to process `i % num_processes`. Every process builds the same batch list
