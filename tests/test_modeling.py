@@ -8,22 +8,13 @@ import torch
 from hmer_hf.configuration_hmer import HMERConfig
 from hmer_hf.modeling_hmer import HMERDecoderCache, HMERForConditionalGeneration
 
-TINY = dict(
-    growth_rate=8,
-    num_dense_layers=2,
-    stem_channels=16,
-    d_model=32,
-    num_attention_heads=4,
-    dim_feedforward=64,
-    num_decoder_layers=3,
-    arm_channels=8,
-)
+from .conftest import TINY_CONFIG
 
 
 def tiny_model(seed: int = 0, **overrides) -> HMERForConditionalGeneration:
     """A small randomly initialised model in eval mode with non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = HMERForConditionalGeneration(HMERConfig(**{**TINY, **overrides}))
+    model = HMERForConditionalGeneration(HMERConfig(**{**TINY_CONFIG, **overrides}))
     for module in model.modules():
         if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             module.running_mean.uniform_(-0.5, 0.5)
