@@ -96,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("prepare", help="build and cache datasets (CROHME, caption folders, ...)")
         prepare.add_arguments(p)
         p.set_defaults(func=prepare.run)
+
+    try:
+        from .training import cli as training_cli
+    except ImportError:  # accelerate/datasets missing: inference-only install
+        training_cli = None
+    if training_cli is not None:
+        p = sub.add_parser("train", help="train a model from a config file (accelerate; resumable)")
+        training_cli.add_arguments(p)
+        p.set_defaults(func=training_cli.run)
+
+    try:
+        from . import evaluation
+    except ImportError:
+        evaluation = None
+    if evaluation is not None:
+        p = sub.add_parser("evaluate", help="score a saved model on a labelled dataset (ExpRate)")
+        evaluation.add_arguments(p)
+        p.set_defaults(func=evaluation.run)
     return parser
 
 
