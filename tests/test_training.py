@@ -1,0 +1,257 @@
+"""Training: config files and overrides, schedules, batch-seeded augmentation, exact resume after SIGKILL, and a
+learning smoke run through the real entry point (`hmer-hf train configs/tiny_smoke.yaml`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hmer_hf.training import (
+    BatchSeededAugmentation,
+    TrainingConfig,
+    list_checkpoints,
+    load_config,
+    parse_overrides,
+    resolve_resume,
+)
+from hmer_hf.training.trainer import STATE_FILE, build_optimizer, build_scheduler
+
+from .conftest import REPO_ROOT, draw_formula_image
+
+TINY = REPO_ROOT / "configs" / "tiny_smoke.yaml"
+DRAWN_CAPTIONS = ["x", "y ^ { 2 }", "a + b", "1 2", "\\sqrt { 2 }", "x = 1", "\\pi", "3 - z"]
+
+
+def caption_folder(root: Path, crohme: Path | None, count: int) -> tuple[Path, list[str]]:
+    """A CoMER-layout folder (caption.txt + img/*.bmp) of `count` short CROHME 2014 expressions, or drawn images."""
+    (root / "img").mkdir(parents=True)
+    if crohme is not None:
+        lines = sorted((crohme / "2014" / "caption.txt").read_text().splitlines())
+        pairs = [line.split("\t", 1) for line in lines]
+        chosen = [(name, cap) for name, cap in pairs if 3 <= len(cap.split()) <= 7][:count]
+        for name, _ in chosen:
+            shutil.copy(crohme / "2014" / "img" / f"{name}.bmp", root / "img" / f"{name}.bmp")
+    else:
+        chosen = [(f"drawn_{i}", DRAWN_CAPTIONS[i % len(DRAWN_CAPTIONS)]) for i in range(count)]
+        for i, (name, _) in enumerate(chosen):
+            Image.fromarray(draw_formula_image(100 + i)).save(root / "img" / f"{name}.bmp")
+    (root / "caption.txt").write_text("".join(f"{name}\t{cap}\n" for name, cap in chosen))
+    return root, [cap for _, cap in chosen]
+
+
+@pytest.fixture
+def crohme_or_none(request):
+    try:
+        return request.getfixturevalue("crohme_dir")
+    except pytest.skip.Exception:  # no CROHME data: fall back to drawn images
+        return None
+
+
+def run_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "hmer_hf.cli", "train", str(TINY), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "tiny_smoke.yaml"])
+def test_shipped_configs_load_and_build(name):
+    from hmer_hf import HMERConfig, HMERForConditionalGeneration
+
+    cfg = load_config(REPO_ROOT / "configs" / name)
+    config = HMERConfig.from_preset(cfg.model.preset, **cfg.model.overrides)
+    if name == "tiny_smoke.yaml":  # build the tiny one fully: optimizer and schedule names must be valid
+        model = HMERForConditionalGeneration(config)
+        build_scheduler(cfg, build_optimizer(cfg, model), total_steps=10, steps_per_epoch=2)
+
+
+def test_comer_recipe_values():
+    cfg = load_config(REPO_ROOT / "configs" / "comer_crohme.yaml")
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.08, 0.9, 1e-4)
+    assert cfg.schedule.name == "plateau" and cfg.schedule.factor == 0.25
+    adamw = load_config(REPO_ROOT / "configs" / "comer_crohme_adamw.yaml")
+    assert adamw.optim.name == "adamw" and adamw.schedule.warmup_epochs > 0 and "cosine" in adamw.schedule.name
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    cfg = load_config(TINY, ["optim.lr=1e-2", "train.max_epochs=3", "model.overrides.d_model=64",
+                             "train.max_steps=null", "train.report_to=[]", "optim.betas=[0.8, 0.9]"])
+    assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)  # YAML alone would read "1e-2" as a string
+    assert cfg.train.max_epochs == 3 and cfg.train.max_steps is None and cfg.train.report_to == []
+    assert cfg.model.overrides["d_model"] == 64 and cfg.model.overrides["growth_rate"] == 8  # merged, not replaced
+    assert cfg.optim.betas == (0.8, 0.9)
+    assert load_config(TINY, ["train.mixed_precision=no"]).train.mixed_precision == "no"  # not YAML's False
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config(TINY, ["optim.learning_rate=0.1"])
+    with pytest.raises(ValueError, match="must be an integer"):
+        load_config(TINY, ["train.max_epochs=many"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["optim.lr"])
+    # JSON works too, and a saved config reads back to the same values.
+    (tmp_path / "c.json").write_text(json.dumps({"optim": {"name": "sgd", "lr": 0.5}}))
+    cfg = load_config(tmp_path / "c.json")
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+    assert TrainingConfig().optim.name == "adamw"
+
+
+def test_schedules():
+    model = torch.nn.Linear(2, 2)
+    cfg = load_config(TINY, ["schedule.name=cosine", "schedule.warmup_steps=2", "optim.lr=1.0"])
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, total_steps=10, steps_per_epoch=5)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05  # warmup, peak, cosine to ~0
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+    cfg = load_config(TINY, ["optim.name=sgd", "optim.lr=0.08", "schedule.name=plateau", "schedule.patience=1"])
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, total_steps=10, steps_per_epoch=5)
+    assert isinstance(opt, torch.optim.SGD) and isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    for exprate in (0.1, 0.2, 0.2, 0.2):  # mode="max": two validations without improvement -> x0.25
+        sched.step(exprate)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.02)
+
+
+def test_batch_seeded_augmentation_is_a_function_of_the_batch():
+    from hmer_hf.data import build_augmentation
+
+    base = build_augmentation("handwriting")
+    aug = BatchSeededAugmentation(base.transforms)
+    image = Image.fromarray(draw_formula_image(1))
+
+    def run(epoch, indices):
+        aug.seed_batch(0, epoch, indices)
+        return np.asarray(aug({"image": [image]})["image"][0])
+
+    first = run(3, [4, 7])
+    run(0, [1])  # anything drawn in between must not matter
+    assert np.array_equal(run(3, [4, 7]), first)
+    assert any(not np.array_equal(run(e, [4, 7]), first) for e in (4, 5, 6))
+
+
+def test_resume_resolution_ignores_incomplete_checkpoints(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step, complete in ((5, True), (10, True), (15, False)):
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (root / f"checkpoint-{step}" / STATE_FILE).write_text("{}")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-5", "checkpoint-10"]
+    assert resolve_resume(True, tmp_path).name == "checkpoint-10"  # 15 was being written when the run died
+    assert resolve_resume("latest", tmp_path).name == "checkpoint-10"
+    assert resolve_resume(str(root / "checkpoint-5"), tmp_path).name == "checkpoint-5"
+    assert resolve_resume(None, tmp_path) is None
+    with pytest.raises(FileNotFoundError):
+        resolve_resume(str(root / "checkpoint-15"), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_sigkill_mid_epoch_then_resume_continues_exactly(tmp_path, crohme_or_none):
+    """Kill a run right after its first mid-epoch checkpoint; the resumed run must continue the uninterrupted one."""
+    data, _ = caption_folder(tmp_path / "data", crohme_or_none, 16)
+    steps_per_epoch = 8  # 16 images, 2 per batch
+    args = [
+        "--set", f"data.train={data}", "data.augmentation=comer", "model.overrides.dropout=0.3",
+        "train.max_batch_size=2", "train.max_epochs=2", "train.save_every_steps=3", "train.log_every_steps=1",
+        "train.progress=false", "eval.every_epochs=0",
+    ]
+    reference = run_train(*args, "--output-dir", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ref_log = {r["step"]: r for r in read_log(tmp_path / "reference")}
+    assert sorted(ref_log) == list(range(1, 2 * steps_per_epoch + 1))
+
+    run_dir = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "hmer_hf.cli", "train", str(TINY), *args, "--output-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+
+    def logged_past_checkpoint() -> bool:
+        # Kill once a checkpoint exists *and* a later step was logged, so the resumed run must drop that record.
+        done = list_checkpoints(run_dir)
+        log = run_dir / "log.jsonl"
+        return bool(done) and log.is_file() and len(log.read_text().splitlines()) > int(done[0].name.split("-")[1])
+
+    try:
+        while not logged_past_checkpoint():
+            assert proc.poll() is None, "the run ended before writing a checkpoint"
+            assert time.time() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    checkpoint = list_checkpoints(run_dir)[-1]
+    killed_at = int(checkpoint.name.split("-")[1])
+    assert killed_at % steps_per_epoch != 0, f"checkpoint {killed_at} is not mid-epoch"
+
+    resumed = run_train(*args, "--output-dir", str(run_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {checkpoint} (step {killed_at}, epoch 0, batch {killed_at})" in resumed.stdout
+
+    log = read_log(run_dir)
+    steps = [r["step"] for r in log]
+    assert steps == list(range(1, 2 * steps_per_epoch + 1)), "steps must continue with no gap or repeat"
+    for record in log:
+        ref = ref_log[record["step"]]
+        # Same data (position, order, augmentation), same dropout masks, same optimizer state: the same losses.
+        assert record["samples_seen"] == ref["samples_seen"]
+        assert record["epoch"] == ref["epoch"]
+        assert record["lr"] == ref["lr"]
+        assert record["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6), f"step {record['step']}"
+    # The run finished normally after resuming: final checkpoint and models are there.
+    assert list_checkpoints(run_dir)[-1].name == f"checkpoint-{2 * steps_per_epoch}"
+    assert (run_dir / "last" / "model.safetensors").is_file()
+
+
+def test_tiny_config_learns_real_images_through_the_entry_point(tmp_path, crohme_or_none):
+    """`hmer-hf train configs/tiny_smoke.yaml` on 8 images: the saved best/ model transcribes all of them (greedy)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    data, captions = caption_folder(tmp_path / "data", crohme_or_none, 8)
+    out = tmp_path / "run"
+    proc = run_train("--output-dir", str(out), "--set", f"data.train={data}", f"data.validation={data}",
+                     "train.progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "best" / "trainer_info.json").read_text())
+    assert info["val_exprate"] == 1.0, proc.stdout[-2000:]
+    assert (out / "best" / "generation_config.json").is_file() and (out / "tensorboard").is_dir()
+    val = [r for r in read_log(out) if "val_exprate" in r]
+    assert val[-1]["val_exprate"] == 1.0 and val[-1]["val_num_samples"] == 8
+
+    model = AutoModelForImageTextToText.from_pretrained(out / "best").eval()
+    processor = AutoProcessor.from_pretrained(out / "best")
+    names = [line.split("\t")[0] for line in (data / "caption.txt").read_text().splitlines()]
+    batch = processor(images=[str(data / "img" / f"{n}.bmp") for n in names])
+    ids = model.generate(**batch, num_beams=1, max_new_tokens=40)
+    assert processor.batch_decode(ids, skip_special_tokens=True) == captions
+
+    from hmer_hf.evaluation import evaluate_model
+
+    metrics = evaluate_model(out / "best", data, out=tmp_path / "eval", progress=False)
+    assert metrics["exprate"] == 1.0 and metrics["num_samples"] == 8
