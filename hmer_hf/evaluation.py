@@ -40,8 +40,10 @@ def load_exprate(path: str | Path | None = None):
     return evaluate.load(str(path))
 
 
-def select_split(dataset: datasets.Dataset | datasets.DatasetDict, split: str | None = None) -> datasets.Dataset:
-    """One split of what `load_hmer_dataset` returned: `split` of a DatasetDict, its only split, or the Dataset itself."""
+def select_split(
+    dataset: datasets.Dataset | datasets.DatasetDict, split: str | None = None, prefer: str | None = None
+) -> datasets.Dataset:
+    """One split of what `load_hmer_dataset` returned: `split`, else the only split (or `prefer` among several)."""
     if isinstance(dataset, datasets.Dataset):
         if split not in (None, "", "all"):
             raise ValueError(f"this data has no splits, but split {split!r} was asked for; leave the split out")
@@ -52,16 +54,31 @@ def select_split(dataset: datasets.Dataset | datasets.DatasetDict, split: str | 
         return dataset[split]
     if len(dataset) == 1:
         return next(iter(dataset.values()))
+    if prefer in dataset:
+        return dataset[prefer]
     raise ValueError(f"this data has several splits {sorted(dataset)}; choose one (--split / *_split)")
 
 
-def load_split(path: str | Path, split: str | None = None, limit: int | None = None, **build_kwargs) -> datasets.Dataset:
-    """Load any layout the data layer reads (`load_hmer_dataset`), pick a split, keep the first `limit` samples."""
-    from .data import load_hmer_dataset
+def load_split(
+    path: str | Path,
+    split: str | None = None,
+    limit: int | None = None,
+    prefer: str | None = None,
+    num_proc: int = 1,
+    verbose: bool = True,
+) -> datasets.Dataset:
+    """Load any layout the data layer reads (`load_hmer_dataset`), pick a split (see [`select_split`]) and keep the
+    first `limit` samples. `num_proc` parallelises rendering when the layout is ink (CROHME root, InkML folder)."""
+    from .data import detect_layout, load_hmer_dataset
+    from .data.prepare import RENDERING_LAYOUTS
 
-    dataset, report = load_hmer_dataset(path, **build_kwargs)
-    dataset = select_split(dataset, split)
-    if report:
+    layout = detect_layout(path)
+    kwargs = {"num_proc": num_proc} if layout in RENDERING_LAYOUTS else {}  # the other builders take no num_proc
+    if layout != "saved":  # a saved dataset is just loaded; builders show progress while checking/rendering
+        kwargs["progress"] = verbose
+    dataset, report = load_hmer_dataset(path, layout=layout, **kwargs)
+    dataset = select_split(dataset, split, prefer)
+    if report and verbose:
         print(f"{path}: {report.summary()}", file=sys.stderr)
     if limit is not None and limit < dataset.num_rows:
         dataset = dataset.select(range(limit))
@@ -165,7 +182,7 @@ def evaluate_model(
 
     from . import TASK
 
-    dataset = load_split(data, split, limit)
+    dataset = load_split(data, split, limit, verbose=progress)
     if device is None:
         import torch
 

@@ -101,6 +101,7 @@ def test_length_buckets_and_split_selection():
     assert select_split(dd, "b")["x"] == [2]
     with pytest.raises(ValueError, match="several splits"):
         select_split(dd)
+    assert select_split(dd, prefer="a")["x"] == [1]  # training takes "train" when the data has several splits
     with pytest.raises(ValueError, match="no split"):
         select_split(dd, "c")
 

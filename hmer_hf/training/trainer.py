@@ -150,30 +150,6 @@ def build_augmentation_for(name: str | None) -> BatchSeededAugmentation | None:
     return BatchSeededAugmentation(base.transforms, enabled=base.enabled)
 
 
-def load_train_split(path: str, split: str | None, limit: int | None, num_proc: int):
-    """The training split: `split`, else the only split, else the one named "train"."""
-    from ..data import load_hmer_dataset
-    from ..evaluation import select_split
-
-    kwargs = _build_kwargs(path, num_proc)
-    dataset, report = load_hmer_dataset(path, **kwargs)
-    if split is None and hasattr(dataset, "keys") and len(dataset) > 1 and "train" in dataset:
-        split = "train"
-    dataset = select_split(dataset, split)
-    if report:
-        print(f"{path}: {report.summary()}")
-    if limit is not None and limit < dataset.num_rows:
-        dataset = dataset.select(range(limit))
-    return dataset
-
-
-def _build_kwargs(path: str, num_proc: int) -> dict[str, Any]:
-    # Only the rendering builders take num_proc; other layouts would reject it.
-    from ..data import detect_layout
-
-    return {"num_proc": num_proc} if detect_layout(path) in ("crohme", "inkml") else {}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Model, optimizer, schedule
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,12 +309,13 @@ class Trainer:
         acc = self.accelerator
         set_seed(cfg.train.seed)  # identical initial weights on every process
 
-        self.train_dataset = load_train_split(cfg.data.train, cfg.data.train_split, cfg.data.train_limit,
-                                              cfg.data.num_proc)
+        verbose = acc.is_local_main_process
+        self.train_dataset = load_split(cfg.data.train, cfg.data.train_split, cfg.data.train_limit, prefer="train",
+                                        num_proc=cfg.data.num_proc, verbose=verbose)
         self.val_dataset = None
         if cfg.data.validation:
             self.val_dataset = load_split(cfg.data.validation, cfg.data.validation_split, cfg.data.validation_limit,
-                                          **_build_kwargs(cfg.data.validation, cfg.data.num_proc))
+                                          num_proc=cfg.data.num_proc, verbose=verbose)
         self.processor, model = build_processor_and_model(cfg, self.train_dataset)
 
         self.sampler = PixelBudgetBatchSampler.from_dataset(
