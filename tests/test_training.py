@@ -255,3 +255,13 @@ def test_tiny_config_learns_real_images_through_the_entry_point(tmp_path, crohme
 
     metrics = evaluate_model(out / "best", data, out=tmp_path / "eval", progress=False)
     assert metrics["exprate"] == 1.0 and metrics["num_samples"] == 8
+
+
+def test_cli_reports_config_and_data_errors(tmp_path, capsys):
+    from hmer_hf.cli import main
+
+    assert main(["train", str(TINY)]) == 2  # no data.train
+    assert "data.train is not set" in capsys.readouterr().err
+    assert main(["train", str(TINY), "--set", f"data.train={tmp_path / 'missing'}"]) == 2
+    assert main(["train", str(TINY), "--set", "optim.lr=fast"]) == 2
+    assert "optim.lr must be a number" in capsys.readouterr().err

@@ -31,17 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Train as described by parsed `args`; returns the exit code."""
     from .config import load_config
-    from .trainer import train
+    from .trainer import Trainer
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
-    try:
-        cfg = load_config(args.config, overrides)
+    try:  # configuration and data problems are reported in one line; errors while training keep their traceback
+        trainer = Trainer(load_config(args.config, overrides))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train(cfg, resume=args.resume)
+    trainer.train(resume=args.resume)
     return 0
 
 
