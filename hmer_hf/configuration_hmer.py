@@ -9,6 +9,13 @@ from transformers import PretrainedConfig
 # Special-token ids shared by the tokenizer and the model (the tokenizer puts these four first in its vocabulary).
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
+# HMER-MTL's structure skeleton: these symbols are kept, every other symbol becomes the auxiliary head's <space> class.
+SKELETON_SYMBOLS = ["{", "}", "^", "_", "\\frac", "\\sqrt", "[", "]", "+", "=", "-", "\\times", "\\cdot", "\\div", "\\geq", ">", "<"]
+# Their ids in the default CROHME vocabulary (tokenization_hmer.CROHME_SYMBOLS, id = 4 + index), in id order:
+# \geq \sqrt \cdot < + [ _ { \times ^ > \frac \div - = ] }. A model trained with another vocabulary must pass its own
+# `skeleton_token_ids` (see `HMERConfig.skeleton_ids_from_vocab`).
+DEFAULT_SKELETON_TOKEN_IDS = [4, 5, 12, 15, 37, 49, 50, 60, 65, 78, 85, 86, 88, 92, 96, 103, 113]
+
 # Presets: each family member is a set of overrides on the CoMER defaults below.
 PRESETS: dict[str, dict] = {
     # CoMER (Zhao & Gao, ECCV 2022): DenseNet-B + Transformer decoder with ARM in self- and cross-coverage.
@@ -17,17 +24,25 @@ PRESETS: dict[str, dict] = {
     "bttr": {"cross_coverage": False, "self_coverage": False},
     # HMER-MTL: CoMER + CBAM inside ARM + structure-skeleton auxiliary head.
     "hmer-mtl": {"arm_cbam": True, "skeleton_head": True, "skeleton_loss_weight": 1.0},
-    # ABM (Bian et al., AAAI 2022): twin GRU decoders with attention aggregation and mutual distillation.
+    # ABM (Bian et al., AAAI 2022): DenseNet + twin two-stage GRU decoders (L2R, R2L; separate weights) with the
+    # attention aggregation module (11x11 and 5x5 coverage convs) and mutual distillation; inference: L2R only.
+    # Output dropout 0.2 as in the authors' code (github.com/XH-B/ABM); the paper trains with Adadelta (lr 1.0).
     "abm": {
         "decoder_type": "gru",
+        "twin_decoders": True,
         "hidden_size": 256,
         "attention_dim": 512,
-        "dropout": 0.5,
+        "coverage_kernel_sizes": [11, 5],
+        "coverage_channels": 512,
+        "dropout": 0.2,
+        "mutual_learning": True,
         "mutual_kl_weight": 0.5,
         "mutual_kl_temperature": 4.0,
+        "direction_loss_reduction": "sum",
         "bidirectional_rescoring": False,
     },
-    # SAN-DA (Li et al., 2020): ResNet-18 (stride-1 convs, max-pool downsampling) + LSTM coverage decoder.
+    # SAN-DA (Li et al., 2020): ResNet-18 (stride-1 convs, max-pool downsampling) + LSTM coverage decoder with 2-D
+    # position embedding and drop attention; L2R only.
     "san-da": {
         "encoder_type": "resnet18",
         "decoder_type": "lstm",
@@ -35,8 +50,11 @@ PRESETS: dict[str, dict] = {
         "bidirectional_rescoring": False,
         "hidden_size": 256,
         "attention_dim": 512,
+        "coverage_kernel_sizes": [1],
+        "coverage_channels": 0,
         "dropout": 0.5,
         "drop_attention_prob": 0.5,
+        "drop_attention_threshold": 0.5,
     },
 }
 
@@ -60,7 +78,24 @@ class HMERConfig(PretrainedConfig):
         arm_channels, arm_kernel_size: the ARM's hidden conv width and kernel.
         arm_cbam: add CBAM (channel + spatial attention) inside the ARM (HMER-MTL).
         skeleton_head, skeleton_loss_weight: auxiliary structure-skeleton head and its loss weight (HMER-MTL).
-        bidirectional: train L2R and R2L at once on one shared decoder (CoMER/BTTR).
+        skeleton_token_ids: token ids kept in the skeleton targets (default: [`DEFAULT_SKELETON_TOKEN_IDS`], the
+            structure symbols of the CROHME vocabulary); every other non-special token becomes the extra class
+            `vocab_size` of the auxiliary head.
+        resnet_channels, resnet_blocks: ResNet-18 stage widths and basic blocks per stage (SAN-DA encoder).
+        hidden_size: RNN hidden size and token embedding size (ABM, SAN-DA).
+        attention_dim: width of the additive (coverage) attention of the RNN decoders.
+        coverage_kernel_sizes, coverage_channels: the coverage convolutions of the RNN attention (ABM's attention
+            aggregation: 11x11 and 5x5 convs to 512 channels, each followed by a linear map to `attention_dim`;
+            `coverage_channels=0`: each conv maps the coverage straight to `attention_dim`).
+        drop_attention_prob, drop_attention_threshold: drop attention (SAN-DA, training only): with this probability
+            per sample and step, the attention weights >= threshold x the step's largest weight are zeroed and the
+            rest renormalised.
+        twin_decoders: separate L2R and R2L decoders (ABM) instead of one shared decoder (CoMER/BTTR).
+        mutual_learning, mutual_kl_weight, mutual_kl_temperature: add weight x T^2 x KL(p_L2R || p_R2L) over aligned
+            positions (ABM's mutual distillation; needs `bidirectional`).
+        direction_loss_reduction: `"mean"`: cross-entropy averaged over the tokens of both directions (CoMER);
+            `"sum"`: CE_L2R + CE_R2L, each averaged over its tokens (ABM).
+        bidirectional: train L2R and R2L at once (one shared decoder, or two with `twin_decoders`).
         bidirectional_rescoring: default for `generate(num_beams>1)`: rescore finished beams with the opposite
             direction and keep the best sum.
         max_position_embeddings: longest token sequence the 1-D position encoding is built for.
@@ -93,12 +128,23 @@ class HMERConfig(PretrainedConfig):
         arm_cbam: bool = False,
         skeleton_head: bool = False,
         skeleton_loss_weight: float = 1.0,
+        skeleton_token_ids: list[int] | None = None,
+        # ResNet-18 encoder (SAN-DA)
+        resnet_channels: list[int] | tuple[int, ...] = (64, 128, 256, 512),
+        resnet_blocks: list[int] | tuple[int, ...] = (2, 2, 2, 2),
         # RNN decoders (ABM, SAN-DA)
         hidden_size: int = 256,
         attention_dim: int = 512,
+        coverage_kernel_sizes: list[int] | tuple[int, ...] = (11, 5),
+        coverage_channels: int = 512,
+        drop_attention_prob: float = 0.0,
+        drop_attention_threshold: float = 0.5,
+        # bidirectional training
+        twin_decoders: bool = False,
+        mutual_learning: bool = False,
         mutual_kl_weight: float = 0.5,
         mutual_kl_temperature: float = 4.0,
-        drop_attention_prob: float = 0.0,
+        direction_loss_reduction: str = "mean",
         # training / decoding
         bidirectional: bool = True,
         bidirectional_rescoring: bool = True,
@@ -115,6 +161,14 @@ class HMERConfig(PretrainedConfig):
             raise ValueError(f"encoder_type must be 'densenet' or 'resnet18', got {encoder_type!r}")
         if decoder_type not in ("transformer", "gru", "lstm"):
             raise ValueError(f"decoder_type must be 'transformer', 'gru' or 'lstm', got {decoder_type!r}")
+        if direction_loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"direction_loss_reduction must be 'mean' or 'sum', got {direction_loss_reduction!r}")
+        if (twin_decoders or mutual_learning) and not bidirectional:
+            raise ValueError("twin_decoders and mutual_learning need bidirectional=True")
+        if any(k % 2 == 0 for k in coverage_kernel_sizes):
+            raise ValueError(f"coverage_kernel_sizes must be odd, got {list(coverage_kernel_sizes)}")
+        if len(resnet_channels) != len(resnet_blocks):
+            raise ValueError("resnet_channels and resnet_blocks must have the same length (one entry per stage)")
         if d_model % num_attention_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_attention_heads ({num_attention_heads})")
         self.vocab_size = vocab_size
@@ -138,11 +192,22 @@ class HMERConfig(PretrainedConfig):
         self.arm_cbam = arm_cbam
         self.skeleton_head = skeleton_head
         self.skeleton_loss_weight = skeleton_loss_weight
+        if skeleton_token_ids is None and skeleton_head:
+            skeleton_token_ids = DEFAULT_SKELETON_TOKEN_IDS
+        self.skeleton_token_ids = list(skeleton_token_ids) if skeleton_token_ids is not None else None
+        self.resnet_channels = list(resnet_channels)
+        self.resnet_blocks = list(resnet_blocks)
         self.hidden_size = hidden_size
         self.attention_dim = attention_dim
+        self.coverage_kernel_sizes = list(coverage_kernel_sizes)
+        self.coverage_channels = coverage_channels
+        self.drop_attention_prob = drop_attention_prob
+        self.drop_attention_threshold = drop_attention_threshold
+        self.twin_decoders = twin_decoders
+        self.mutual_learning = mutual_learning
         self.mutual_kl_weight = mutual_kl_weight
         self.mutual_kl_temperature = mutual_kl_temperature
-        self.drop_attention_prob = drop_attention_prob
+        self.direction_loss_reduction = direction_loss_reduction
         self.bidirectional = bidirectional
         self.bidirectional_rescoring = bidirectional_rescoring
         self.max_position_embeddings = max_position_embeddings
@@ -160,6 +225,16 @@ class HMERConfig(PretrainedConfig):
     def use_coverage(self) -> bool:
         """Whether the ARM is active at all."""
         return self.cross_coverage or self.self_coverage
+
+    @property
+    def is_recurrent(self) -> bool:
+        """Whether the decoder is an attention RNN (ABM's GRU, SAN-DA's LSTM) rather than the Transformer."""
+        return self.decoder_type in ("gru", "lstm")
+
+    @staticmethod
+    def skeleton_ids_from_vocab(vocab: dict[str, int]) -> list[int]:
+        """The ids of [`SKELETON_SYMBOLS`] in a tokenizer vocabulary (`tokenizer.get_vocab()`), for `skeleton_token_ids`."""
+        return sorted(vocab[s] for s in SKELETON_SYMBOLS if s in vocab)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "HMERConfig":
