@@ -6,6 +6,11 @@ right-to-left at once, decoded by bidirectional beam search with rescoring.
 
 Decoding is incremental: the self-attention keys/values and the ARM coverage (an exclusive cumulative sum of past
 attention, i.e. a running sum) are kept in [`HMERDecoderCache`], so each step only computes its own row.
+
+The other members are configurations of the same parts (see `HMERConfig.from_preset`): BTTR (no ARM), HMER-MTL
+(CBAM inside the ARM + a structure-skeleton head), ABM (twin GRU decoders, `modeling_hmer_rnn.py`, with mutual
+distillation) and SAN-DA (ResNet-18 encoder, `modeling_hmer_resnet.py`, + LSTM decoder with drop attention). One
+`forward` composes encoder, decoder(s), heads and the configured losses; one `generate` serves all.
 """
 
 from __future__ import annotations
@@ -24,40 +29,14 @@ from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.utils import ModelOutput
 
 from .configuration_hmer import HMERConfig
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Position encodings
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def word_position_encoding(positions: torch.Tensor, d_model: int, temperature: float = 10000.0) -> torch.Tensor:
-    """1-D sinusoidal encoding of integer positions [T] -> [T, d_model] (sin on even, cos on odd channels)."""
-    dim_t = torch.arange(0, d_model, 2, dtype=torch.float32, device=positions.device)
-    angles = positions.float().unsqueeze(-1) / (temperature ** (dim_t / d_model))
-    pe = torch.zeros(positions.shape[0], d_model, device=positions.device)
-    pe[:, 0::2] = angles.sin()
-    pe[:, 1::2] = angles.cos()
-    return pe
-
-
-def image_position_encoding(valid: torch.Tensor, d_model: int, temperature: float = 10000.0) -> torch.Tensor:
-    """2-D sinusoidal encoding [B, h, w, d_model] normalised to each image's *valid* (unpadded) extent."""
-    half = d_model // 2
-    valid = valid.float()
-    y_embed = valid.cumsum(1)
-    x_embed = valid.cumsum(2)
-    # Normalising by the last valid coordinate makes the encoding independent of how much padding the batch adds.
-    eps, scale = 1e-6, 2 * math.pi
-    y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
-    x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
-    dim_t = torch.arange(half, dtype=torch.float32, device=valid.device)
-    inv_freq = 1.0 / (temperature ** (dim_t / half))
-    pos_x = x_embed.unsqueeze(-1) * inv_freq
-    pos_y = y_embed.unsqueeze(-1) * inv_freq
-    pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
-    pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
-    return torch.cat((pos_x, pos_y), dim=3)
-
+from .modeling_hmer_layers import (
+    MaskedBatchNorm2d,
+    image_position_encoding,
+    masked_avg_pool2d,
+    word_position_encoding,
+)
+from .modeling_hmer_resnet import ResNetBackbone
+from .modeling_hmer_rnn import GRUAttentionDecoder, LSTMAttentionDecoder, RecurrentDecoderCache
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Encoders
@@ -71,12 +50,6 @@ class HMEREncoderOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     feature_mask: torch.BoolTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
-
-
-def masked_avg_pool2d(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """2x2 ceil-mode average over valid pixels only: on a padded batch it equals pooling each unpadded image."""
-    pooled = F.avg_pool2d(x * mask, 2, ceil_mode=True)
-    return pooled / F.avg_pool2d(mask, 2, ceil_mode=True).clamp(min=1e-6)
 
 
 class DenseBottleneck(nn.Module):
@@ -163,11 +136,18 @@ def build_backbone(config: HMERConfig) -> nn.Module:
     """The convolutional backbone named by `config.encoder_type`."""
     if config.encoder_type == "densenet":
         return DenseNetBackbone(config)
-    raise NotImplementedError(f"encoder_type={config.encoder_type!r} is not implemented yet")
+    if config.encoder_type == "resnet18":
+        return ResNetBackbone(config)
+    raise NotImplementedError(f"encoder_type={config.encoder_type!r} is not implemented")
 
 
 class HMEREncoder(nn.Module):
-    """Backbone -> 1x1 projection to d_model -> + 2-D position encoding (valid extent) -> LayerNorm."""
+    """Backbone -> 1x1 projection to d_model -> + 2-D position encoding (valid extent) -> LayerNorm.
+
+    The projection path serves the Transformer decoder; the attention RNN decoders (ABM, SAN-DA) read the backbone
+    features themselves (their attention has its own projection), so for them the encoder returns the backbone output
+    [B, h, w, C] as is (`output_dim` = C).
+    """
 
     main_input_name = "pixel_values"
 
@@ -175,8 +155,11 @@ class HMEREncoder(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = build_backbone(config)
-        self.proj = nn.Conv2d(self.backbone.out_channels, config.d_model, kernel_size=1)
-        self.norm = nn.LayerNorm(config.d_model)
+        self.project = not config.is_recurrent
+        if self.project:
+            self.proj = nn.Conv2d(self.backbone.out_channels, config.d_model, kernel_size=1)
+            self.norm = nn.LayerNorm(config.d_model)
+        self.output_dim = config.d_model if self.project else self.backbone.out_channels
 
     def forward(
         self,
@@ -194,9 +177,12 @@ class HMEREncoder(nn.Module):
             pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
         mask = pixel_mask.bool()
         feats, feat_mask = self.backbone(pixel_values, mask)
-        hidden = self.proj(feats).permute(0, 2, 3, 1)  # [B, h, w, d]
-        hidden = hidden + image_position_encoding(feat_mask, self.config.d_model).to(hidden.dtype)
-        hidden = self.norm(hidden)
+        if self.project:
+            hidden = self.proj(feats).permute(0, 2, 3, 1)  # [B, h, w, d]
+            hidden = hidden + image_position_encoding(feat_mask, self.config.d_model).to(hidden.dtype)
+            hidden = self.norm(hidden)
+        else:
+            hidden = feats.permute(0, 2, 3, 1)
         return HMEREncoderOutput(
             last_hidden_state=hidden,
             feature_mask=feat_mask,
@@ -209,22 +195,36 @@ class HMEREncoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class MaskedBatchNorm2d(nn.Module):
-    """BatchNorm whose statistics come from valid (unpadded) pixels only; padded pixels stay zero."""
+class MaskedCBAM(nn.Module):
+    """CBAM (Woo et al. 2018) over valid pixels: channel attention, then spatial attention (HMER-MTL, inside the ARM).
 
-    def __init__(self, num_features: int):
+    Channel: sigmoid(MLP(avg) + MLP(max)) with a shared MLP C -> C/2 -> C, the average and maximum taken over each
+    map's valid pixels only. Spatial: the per-pixel channel mean and max (zero on padding) -> 7x7 conv -> BatchNorm
+    (statistics of valid pixels) -> sigmoid. So a padded map gives the same result on its valid pixels as alone.
+    """
+
+    def __init__(self, channels: int, reduction: int = 2, kernel_size: int = 7):
         super().__init__()
-        self.bn = nn.BatchNorm1d(num_features)
+        hidden = max(channels // reduction, 1)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.spatial = nn.Conv2d(2, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=False)
+        self.spatial_norm = MaskedBatchNorm2d(1)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        flat = x.permute(0, 2, 3, 1)  # [N, h, w, C]
-        out = torch.zeros_like(flat)
-        out[valid] = self.bn(flat[valid]).to(out.dtype)
-        return out.permute(0, 3, 1, 2)
+        """x [N, C, h, w], valid [N, h, w] (bool) -> x reweighted, same shape (values on padding are meaningless)."""
+        m = valid.unsqueeze(1).to(x.dtype)
+        avg = (x * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1)
+        peak = x.masked_fill(~valid.unsqueeze(1), float("-inf")).amax((2, 3))
+        x = x * torch.sigmoid(self.mlp(avg) + self.mlp(peak))[:, :, None, None]
+        pooled = torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), dim=1) * m
+        return x * torch.sigmoid(self.spatial_norm(self.spatial(pooled), valid))
 
 
 class AttentionRefinementModule(nn.Module):
-    """CoMER's ARM: turns past attention (coverage) into a per-head correction of the cross-attention logits."""
+    """CoMER's ARM: turns past attention (coverage) into a per-head correction of the cross-attention logits.
+
+    With `config.arm_cbam` (HMER-MTL), CBAM reweights the hidden maps after the 5x5 conv + ReLU, before masking.
+    """
 
     def __init__(self, config: HMERConfig):
         super().__init__()
@@ -234,6 +234,7 @@ class AttentionRefinementModule(nn.Module):
         in_channels = heads * (int(config.cross_coverage) + int(config.self_coverage))
         k = config.arm_kernel_size
         self.conv = nn.Conv2d(in_channels, config.arm_channels, kernel_size=k, padding=k // 2)
+        self.cbam = MaskedCBAM(config.arm_channels) if config.arm_cbam else None
         self.proj = nn.Conv2d(config.arm_channels, heads, kernel_size=1, bias=False)
         self.norm = MaskedBatchNorm2d(heads)
 
@@ -265,6 +266,8 @@ class AttentionRefinementModule(nn.Module):
         coverage = coverage.permute(0, 2, 1, 3).reshape(b * t, c, h, w)
         valid_bt = valid.unsqueeze(1).expand(b, t, h, w).reshape(b * t, h, w)
         out = F.relu(self.conv(coverage))
+        if self.cbam is not None:
+            out = self.cbam(out, valid_bt)
         out = out.masked_fill(~valid_bt.unsqueeze(1), 0.0)
         out = self.norm(self.proj(out), valid_bt)
         out = out.reshape(b, t, -1, h * w).permute(0, 2, 1, 3)
@@ -389,6 +392,10 @@ class HMERTransformerDecoder(nn.Module):
         self.pos_norm = nn.LayerNorm(config.d_model)
         self.layers = nn.ModuleList(HMERDecoderLayer(config) for _ in range(config.num_decoder_layers))
         self.arm = AttentionRefinementModule(config) if config.use_coverage else None
+        self.output_dim = config.d_model
+
+    def new_cache(self) -> HMERDecoderCache:
+        return HMERDecoderCache(len(self.layers))
 
     def forward(
         self,
@@ -430,16 +437,72 @@ class HMERTransformerDecoder(nn.Module):
         return x, tuple(attentions)
 
 
-def build_decoder(config: HMERConfig) -> nn.Module:
-    """The decoder named by `config.decoder_type`."""
+def build_decoder(config: HMERConfig, memory_dim: int) -> nn.Module:
+    """The decoder named by `config.decoder_type`, reading encoder features of width `memory_dim`.
+
+    Every decoder maps (input_ids, memory [B, h, w, memory_dim], memory_mask, attention_mask, cache) to hidden states
+    [B, T, decoder.output_dim] and a tuple of attention maps, and makes its own cache with `new_cache()`.
+    """
     if config.decoder_type == "transformer":
         return HMERTransformerDecoder(config)
-    raise NotImplementedError(f"decoder_type={config.decoder_type!r} is not implemented yet")
+    if config.decoder_type == "gru":
+        return GRUAttentionDecoder(config, memory_dim)
+    if config.decoder_type == "lstm":
+        return LSTMAttentionDecoder(config, memory_dim)
+    raise NotImplementedError(f"decoder_type={config.decoder_type!r} is not implemented")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Losses shared by the family
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def mutual_kl_divergence(
+    l2r_logits: torch.Tensor, r2l_logits: torch.Tensor, lengths: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """ABM's mutual distillation term T^2 * KL(p_L2R || p_R2L), averaged over aligned token positions.
+
+    `l2r_logits`, `r2l_logits` [B, T+1, V] come from the decoder inputs of [`HMERForConditionalGeneration.build_decoder_io`]
+    and `lengths` [B] are the label lengths n. L2R position k predicts y_k; R2L position n-1-k predicts the same y_k, so
+    each sample is aligned within its own length (ABM's code flips the padded batch instead, which misaligns every
+    sample shorter than the longest). The end positions (k = n: L2R predicts </s>, R2L predicts <s>, different classes)
+    and padding are excluded. Both distributions are softened by T; gradients reach both directions (as in ABM's code).
+    """
+    t = l2r_logits.shape[1]
+    k = torch.arange(t, device=l2r_logits.device)[None, :]
+    aligned = (lengths[:, None] - 1 - k).clamp(min=0)
+    valid = k < lengths[:, None]
+    r2l = r2l_logits.gather(1, aligned.unsqueeze(-1).expand(-1, -1, r2l_logits.shape[-1]))
+    log_p = torch.log_softmax(l2r_logits.float() / temperature, dim=-1)
+    log_q = torch.log_softmax(r2l.float() / temperature, dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    if not valid.any():
+        return kl.sum() * 0.0
+    return temperature**2 * kl[valid].mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HMERSeq2SeqLMOutput(Seq2SeqLMOutput):
+    r"""[`Seq2SeqLMOutput`] plus the parts of the training loss, for logging.
+
+    `loss = ce_loss + skeleton_loss_weight * skeleton_loss + mutual_kl_weight * mutual_kl_loss` (terms that a
+    configuration does not use are None).
+
+    ce_loss: cross-entropy of the main head (both directions; see `config.direction_loss_reduction`).
+    skeleton_loss: cross-entropy of the structure-skeleton head (HMER-MTL).
+    mutual_kl_loss: T^2 * KL(p_L2R || p_R2L) over aligned positions (ABM), see [`mutual_kl_divergence`].
+    skeleton_logits: the skeleton head's logits [rows, T, vocab_size + 1] (the last class is `<space>`).
+    """
+
+    ce_loss: torch.FloatTensor | None = None
+    skeleton_loss: torch.FloatTensor | None = None
+    mutual_kl_loss: torch.FloatTensor | None = None
+    skeleton_logits: torch.FloatTensor | None = None
 
 
 class HMERPreTrainedModel(PreTrainedModel):
@@ -470,20 +533,39 @@ class HMERPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, (nn.GRUCell, nn.LSTMCell)):
+            init.xavier_uniform_(module.weight_ih)
+            init.orthogonal_(module.weight_hh)
+            init.zeros_(module.bias_ih)
+            init.zeros_(module.bias_hh)
 
 
 class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
     """Image -> LaTeX tokens. `forward` trains (builds decoder inputs from `labels`); `generate` decodes.
 
+    One forward/loss path for the whole family: encoder -> decoder(s) -> linear head(s), then the losses the
+    configuration asks for (cross-entropy; + skeleton cross-entropy; + mutual KL).
+
     With `config.bidirectional`, training duplicates the batch: L2R `[bos] y -> y [eos]` and R2L
-    `[eos] rev(y) -> rev(y) [bos]` through one shared decoder; the returned logits then have 2*B rows (L2R first).
+    `[eos] rev(y) -> rev(y) [bos]`, through one shared decoder (CoMER, BTTR, HMER-MTL) or, with
+    `config.twin_decoders`, through a separate R2L decoder and head (ABM); the returned logits then have 2*B rows (L2R
+    first). Decoding uses the L2R decoder unless `direction="r2l"` is passed (bidirectional rescoring does this).
     """
 
     def __init__(self, config: HMERConfig):
         super().__init__(config)
         self.encoder = HMEREncoder(config)
-        self.decoder = build_decoder(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.decoder = build_decoder(config, self.encoder.output_dim)
+        self.lm_head = nn.Linear(self.decoder.output_dim, config.vocab_size)
+        if config.twin_decoders:
+            self.r2l_decoder = build_decoder(config, self.encoder.output_dim)
+            self.r2l_lm_head = nn.Linear(self.decoder.output_dim, config.vocab_size)
+        if config.skeleton_head:
+            ids = config.skeleton_token_ids or []
+            if not ids or max(ids) >= config.vocab_size or min(ids) < 0:
+                raise ValueError(f"skeleton_token_ids must be ids < vocab_size ({config.vocab_size}), got {ids}")
+            # One extra class, `<space>` = vocab_size: the tokenizer's vocabulary is untouched.
+            self.skeleton_head = nn.Linear(self.decoder.output_dim, config.vocab_size + 1)
         self.post_init()
         # from_pretrained replaces this with the saved generation_config.json when there is one.
         self.generation_config = default_generation_config(config)
@@ -504,16 +586,17 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        # The decoding state includes ARM coverage sums, so the model brings its own cache object.
+        # The decoding state includes coverage (ARM sums, RNN coverage and states): the model brings its own cache.
         return False
 
     def prepare_inputs_for_generation(
         self,
         decoder_input_ids: torch.LongTensor,
-        past_key_values: HMERDecoderCache | None = None,
+        past_key_values: HMERDecoderCache | RecurrentDecoderCache | None = None,
         encoder_outputs: HMEREncoderOutput | None = None,
         use_cache: bool | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        direction: str = "l2r",
         **kwargs,
     ) -> dict:
         if past_key_values is not None:
@@ -524,6 +607,7 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
             "past_key_values": past_key_values,
             "use_cache": use_cache,
             "decoder_attention_mask": decoder_attention_mask,
+            "direction": direction,
         }
 
     # -- forward -----------------------------------------------------------------------------------------------------
@@ -554,6 +638,33 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
         r2l_in, r2l_tgt = io(reversed_tokens, eos, bos)
         return torch.cat((l2r_in, r2l_in)), torch.cat((l2r_tgt, r2l_tgt))
 
+    def skeleton_targets(self, targets: torch.LongTensor) -> torch.LongTensor:
+        """HMER-MTL's structure skeleton of targets: every token outside `config.skeleton_token_ids` and pad/bos/eos
+        becomes the `<space>` class (`vocab_size`); -100 stays -100."""
+        cfg = self.config
+        kept = [*cfg.skeleton_token_ids, cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, -100]
+        keep = torch.isin(targets, torch.tensor(kept, device=targets.device))
+        return targets.masked_fill(~keep, cfg.vocab_size)
+
+    def decode(
+        self,
+        input_ids: torch.LongTensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache=None,
+        direction: str = "l2r",
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
+        """(hidden states, attention maps, logits) of the decoder serving `direction` ("l2r"/"r2l"; one shared decoder
+        serves both unless `config.twin_decoders`)."""
+        if direction not in ("l2r", "r2l"):
+            raise ValueError(f"direction must be 'l2r' or 'r2l', got {direction!r}")
+        decoder, head = self.decoder, self.lm_head
+        if direction == "r2l" and self.config.twin_decoders:
+            decoder, head = self.r2l_decoder, self.r2l_lm_head
+        hidden, attentions = decoder(input_ids, memory, memory_mask, attention_mask=attention_mask, cache=cache)
+        return hidden, attentions, head(hidden)
+
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -561,20 +672,23 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.LongTensor | None = None,
         encoder_outputs: HMEREncoderOutput | tuple | None = None,
-        past_key_values: HMERDecoderCache | None = None,
+        past_key_values: HMERDecoderCache | RecurrentDecoderCache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        direction: str = "l2r",
         **kwargs,
-    ) -> Seq2SeqLMOutput:
+    ) -> HMERSeq2SeqLMOutput:
         r"""
         pixel_values (`[B, 1, H, W]`): white ink on black in [0, 1], from [`HMERImageProcessor`].
         pixel_mask (`[B, H, W]`): 1 for real pixels, 0 for batch padding.
         labels (`[B, T]`): token ids without special tokens, padded with -100 (or pad). Decoder inputs are built from
-            them (both directions when `config.bidirectional`), and the loss is cross-entropy over non-padding targets.
+            them (both directions when `config.bidirectional`), and the loss is computed over non-padding targets.
+        direction (`"l2r"` or `"r2l"`): which decoder reads `decoder_input_ids` (only matters with `twin_decoders`).
         """
+        cfg = self.config
         if encoder_outputs is None:
             if pixel_values is None:
                 raise ValueError("Pass pixel_values (or precomputed encoder_outputs).")
@@ -583,37 +697,68 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
             encoder_outputs = HMEREncoderOutput(*encoder_outputs)
         memory, memory_mask = encoder_outputs.last_hidden_state, encoder_outputs.feature_mask
 
-        targets = None
+        targets, lengths, both = None, None, False
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids, targets = self.build_decoder_io(labels)
             decoder_attention_mask = None
-            repeat = decoder_input_ids.shape[0] // memory.shape[0]
-            if repeat > 1:
-                memory, memory_mask = memory.repeat(repeat, 1, 1, 1), memory_mask.repeat(repeat, 1, 1)
+            both = cfg.bidirectional
+            lengths = (labels.masked_fill(labels == -100, cfg.pad_token_id) != cfg.pad_token_id).sum(1)
         elif labels is not None:
             targets = labels
         if decoder_input_ids is None:
             raise ValueError("Pass labels (training) or decoder_input_ids (decoding).")
 
         cache = None
-        if use_cache:
-            cache = past_key_values if past_key_values is not None else HMERDecoderCache(len(self.decoder.layers))
-        hidden, cross_attentions = self.decoder(
-            decoder_input_ids, memory, memory_mask, attention_mask=decoder_attention_mask, cache=cache
-        )
-        logits = self.lm_head(hidden)
+        if use_cache and not (both and cfg.twin_decoders):
+            decoder = self.r2l_decoder if direction == "r2l" and cfg.twin_decoders else self.decoder
+            cache = past_key_values if past_key_values is not None else decoder.new_cache()
+        b = memory.shape[0]
+        if both and cfg.twin_decoders:
+            l2r = self.decode(decoder_input_ids[:b], memory, memory_mask, direction="l2r")
+            r2l = self.decode(decoder_input_ids[b:], memory, memory_mask, direction="r2l")
+            hidden, logits = torch.cat((l2r[0], r2l[0])), torch.cat((l2r[2], r2l[2]))
+            cross_attentions = tuple(torch.cat(pair) for pair in zip(l2r[1], r2l[1]))
+        else:
+            repeat = decoder_input_ids.shape[0] // b
+            if repeat > 1:
+                memory, memory_mask = memory.repeat(repeat, 1, 1, 1), memory_mask.repeat(repeat, 1, 1)
+            hidden, cross_attentions, logits = self.decode(
+                decoder_input_ids, memory, memory_mask, decoder_attention_mask, cache, direction
+            )
 
-        loss = None
+        loss = ce_loss = skeleton_loss = mutual_kl_loss = skeleton_logits = None
+        if cfg.skeleton_head and targets is not None:
+            skeleton_logits = self.skeleton_head(hidden)
         if targets is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            if both and cfg.direction_loss_reduction == "sum":
+                n = targets.shape[0] // 2
+                ce_loss = sum(
+                    F.cross_entropy(lg.float().flatten(0, 1), tg.flatten(), ignore_index=-100)
+                    for lg, tg in ((logits[:n], targets[:n]), (logits[n:], targets[n:]))
+                )
+            else:
+                ce_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            loss = ce_loss
+            if cfg.skeleton_head:
+                skeleton_loss = F.cross_entropy(
+                    skeleton_logits.float().flatten(0, 1), self.skeleton_targets(targets).flatten(), ignore_index=-100
+                )
+                loss = loss + cfg.skeleton_loss_weight * skeleton_loss
+            if both and cfg.mutual_learning:
+                mutual_kl_loss = mutual_kl_divergence(logits[:b], logits[b:], lengths, cfg.mutual_kl_temperature)
+                loss = loss + cfg.mutual_kl_weight * mutual_kl_loss
 
-        return Seq2SeqLMOutput(
+        return HMERSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
             past_key_values=cache,
             decoder_hidden_states=(hidden,) if output_hidden_states else None,
             cross_attentions=cross_attentions if output_attentions else None,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            ce_loss=ce_loss,
+            skeleton_loss=skeleton_loss,
+            mutual_kl_loss=mutual_kl_loss,
+            skeleton_logits=skeleton_logits,
         )
 
     # -- decoding ----------------------------------------------------------------------------------------------------
@@ -678,6 +823,7 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
                 pixel_mask=pixel_mask,
                 encoder_outputs=copy.copy(encoder_outputs),
                 generation_config=direction_config,
+                direction="l2r" if start == bos else "r2l",
                 **model_kwargs,
             )
             for row, seq in enumerate(out.tolist()):
@@ -733,8 +879,8 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
             targets[i, : len(s) + 1] = torch.tensor(s + [end], device=rows.device)
         memory = encoder_outputs.last_hidden_state.index_select(0, rows)
         memory_mask = encoder_outputs.feature_mask.index_select(0, rows)
-        hidden, _ = self.decoder(inputs, memory, memory_mask, attention_mask=inputs != pad)
-        logp = torch.log_softmax(self.lm_head(hidden).float(), dim=-1)
+        _, _, logits = self.decode(inputs, memory, memory_mask, attention_mask=inputs != pad, direction=direction)
+        logp = torch.log_softmax(logits.float(), dim=-1)
         picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         return picked.masked_fill(targets == -100, 0.0).sum(-1)
 
@@ -752,4 +898,12 @@ def default_generation_config(config: HMERConfig) -> GenerationConfig:
     )
 
 
-__all__ = ["HMERPreTrainedModel", "HMERForConditionalGeneration", "HMEREncoderOutput", "HMERDecoderCache"]
+__all__ = [
+    "HMERPreTrainedModel",
+    "HMERForConditionalGeneration",
+    "HMEREncoderOutput",
+    "HMERDecoderCache",
+    "HMERSeq2SeqLMOutput",
+    "RecurrentDecoderCache",
+    "mutual_kl_divergence",
+]
