@@ -166,6 +166,24 @@ def test_beam_search(name):
     assert torch.equal(model.generate(pixels, pixel_mask=mask, max_new_tokens=6, num_beams=4), uncached)
 
 
+@pytest.mark.parametrize("name", NEW_PRESETS)
+def test_bf16_autocast_trains_and_decodes(name):
+    model = tiny_preset(name, seed=8)
+    pixels, mask = random_batch(2)
+    labels = torch.tensor([[10, 11, 12], [20, 21, -100]])
+    with torch.no_grad():
+        ref = model(pixel_values=pixels, pixel_mask=mask, labels=labels).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(pixel_values=pixels, pixel_mask=mask, labels=labels).loss
+            ids = model.generate(pixels, pixel_mask=mask, max_new_tokens=4, num_beams=2)
+    assert abs(float(ref) - float(low)) < 0.05 * float(ref) and ids.shape[0] == 2
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(pixel_values=pixels, pixel_mask=mask, labels=labels).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.lm_head.weight.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Saved members: pipeline and remote code
 # ---------------------------------------------------------------------------------------------------------------------
@@ -286,8 +304,17 @@ LEARNING_CONFIG = dict(
 )
 
 
+@pytest.fixture
+def one_thread():
+    """Run on one intra-op thread: on a shared, busy CPU two spinning OpenMP threads can make a step 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", NEW_PRESETS)
-def test_tiny_member_overfits_real_samples_and_generates_them(name, request):
+def test_tiny_member_overfits_real_samples_and_generates_them(name, request, one_thread):
     try:
         crohme = request.getfixturevalue("crohme_dir")
     except Exception:  # skipped fixture: fall back to drawn images
