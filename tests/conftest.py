@@ -19,6 +19,17 @@ def crohme_dir() -> Path:
     return CROHME_DIR
 
 
+@pytest.fixture
+def one_thread():
+    """Run on one intra-op thread: on a shared, busy CPU two spinning OpenMP threads can make a step 10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY_CONFIG = dict(
     growth_rate=8,
     num_dense_layers=2,

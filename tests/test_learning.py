@@ -23,7 +23,7 @@ def real_or_drawn_samples(crohme_dir_or_none, count: int = 8) -> tuple[list, lis
     return images, [cap for _, cap in chosen]
 
 
-def test_tiny_model_overfits_real_samples_and_generates_them(request):
+def test_tiny_model_overfits_real_samples_and_generates_them(request, one_thread):
     try:
         crohme = request.getfixturevalue("crohme_dir")
     except Exception:  # skipped fixture: fall back to drawn images

@@ -304,15 +304,6 @@ LEARNING_CONFIG = dict(
 )
 
 
-@pytest.fixture
-def one_thread():
-    """Run on one intra-op thread: on a shared, busy CPU two spinning OpenMP threads can make a step 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", NEW_PRESETS)
 def test_tiny_member_overfits_real_samples_and_generates_them(name, request, one_thread):
     try:
