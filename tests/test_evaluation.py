@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -126,7 +127,8 @@ def test_cli_evaluate_writes_predictions_and_metrics(tiny_model_dir, tmp_path):
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "hmer_hf.cli", "evaluate", "--model", str(tiny_model_dir), "--data", str(data),
            "--batch-size", "4", "--out", str(out), "--max-new-tokens", "6", "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # faster than two contended threads on a busy shared CPU
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "ExpRate" in proc.stdout and "expressions/s" in proc.stdout and "1-5" in proc.stdout
 
@@ -149,7 +151,7 @@ def test_cli_evaluate_writes_predictions_and_metrics(tiny_model_dir, tmp_path):
     assert metrics["expressions_per_second"] > 0
 
 
-def test_cli_evaluate_limit_and_beams(tiny_model_dir, tmp_path):
+def test_cli_evaluate_limit_and_beams(tiny_model_dir, tmp_path, one_thread):
     data = make_comer_folder(tmp_path / "data")
     out = tmp_path / "eval"
     from hmer_hf.cli import main

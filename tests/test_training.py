@@ -58,9 +58,13 @@ def crohme_or_none(request):
         return None
 
 
+# One intra-op thread per training process: on a shared, busy CPU two spinning OpenMP threads are far slower.
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "hmer_hf.cli", "train", str(TINY), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=ONE_THREAD_ENV)
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -188,7 +192,8 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(tmp_path, crohme_or_non
 
     run_dir = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "hmer_hf.cli", "train", str(TINY), *args, "--output-dir", str(run_dir)]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ONE_THREAD_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
 
     def logged_past_checkpoint() -> bool:
@@ -229,7 +234,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(tmp_path, crohme_or_non
     assert (run_dir / "last" / "model.safetensors").is_file()
 
 
-def test_tiny_config_learns_real_images_through_the_entry_point(tmp_path, crohme_or_none):
+def test_tiny_config_learns_real_images_through_the_entry_point(tmp_path, crohme_or_none, one_thread):
     """`hmer-hf train configs/tiny_smoke.yaml` on 8 images: the saved best/ model transcribes all of them (greedy)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
