@@ -18,7 +18,8 @@ from typing import Any
 import datasets
 
 # The metric lives beside the package in the repository (an `evaluate` module is loaded from a folder).
-EXPRATE_METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "exprate"
+# Shipped inside the package (so a wheel install has it); the repository's metrics/exprate links here.
+EXPRATE_METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "exprate"
 
 # Reference-length buckets (in tokens): (label, lowest, highest or None for no upper end).
 LENGTH_BUCKETS = (("1-5", 1, 5), ("6-10", 6, 10), ("11-20", 11, 20), ("21-40", 21, 40), ("41+", 41, None))
@@ -28,13 +29,13 @@ DEFAULT_EVAL_MAX_PIXELS = 2_000_000
 
 
 def load_exprate(path: str | Path | None = None):
-    """Load the ExpRate metric (`metrics/exprate` of this repository, or `path`) with `evaluate.load`, offline."""
+    """Load the ExpRate metric (shipped in `hmer_hf/metrics/exprate`, or `path`) with `evaluate.load`, offline."""
     import evaluate
 
     path = Path(path) if path is not None else EXPRATE_METRIC_DIR
     if not (path / "exprate.py").is_file():
         raise FileNotFoundError(
-            f"ExpRate metric not found at {path}; run from a checkout of hmer-hf (it ships metrics/exprate) or pass "
+            f"ExpRate metric not found at {path}; reinstall hmer-hf (it ships hmer_hf/metrics/exprate) or pass "
             "the folder that holds exprate.py"
         )
     return evaluate.load(str(path))
