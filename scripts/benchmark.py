@@ -80,20 +80,18 @@ def bench_training(model, batch, repeats: int) -> dict[str, float]:
     return results
 
 
-def bench_decoding(model, pixels, repeats: int) -> list[tuple]:
-    """ms/expression for greedy and beam 10, cached vs uncached, at the model's own output lengths."""
-    rows = []
+def bench_decoding(model, pixels, repeats: int, max_new_tokens: int):
+    """Yields (beams, cached, ms/expression) for greedy and beam 10, cached vs uncached, one expression at a time."""
     n = pixels["pixel_values"].shape[0]
     for beams in (1, 10):
         for cached in (True, False):
+
             def run():
                 for i in range(n):  # one expression at a time: the latency a user sees
                     one = {k: v[i : i + 1] for k, v in pixels.items()}
-                    model.generate(**one, num_beams=beams, use_cache=cached, max_new_tokens=60)
+                    model.generate(**one, num_beams=beams, use_cache=cached, max_new_tokens=max_new_tokens)
 
-            seconds = time_it(run, repeats, warmup=1)
-            rows.append((beams, cached, 1000 * seconds / n))
-    return rows
+            yield beams, cached, 1000 * time_it(run, repeats) / n
 
 
 def bench_length(model, pixels, lengths: list[int], repeats: int) -> list[tuple]:
@@ -121,6 +119,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-samples", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--max-new-tokens", type=int, default=60, help="decode length cap (a random model never stops)")
+    parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -140,25 +140,26 @@ def main() -> None:
     print(f"# hmer-hf benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
     print(f"model: {args.model or 'CoMER-size, random init'}; parameters: {params / 1e6:.2f} M\n")
 
-    batch = processor(images=images[: args.batch_size], text=captions[: args.batch_size])
-    area = float(batch["pixel_mask"].sum()) / args.batch_size
-    print(f"## Training step, batch {args.batch_size} (mean image {area:.0f} px, padded {tuple(batch['pixel_values'].shape[2:])})\n")
-    print("| precision | samples/s |\n|---|---|")
-    for name, value in bench_training(model, batch, repeats).items():
-        print(f"| {name} | {value:.2f} |")
+    if not args.skip_training:
+        batch = processor(images=images[: args.batch_size], text=captions[: args.batch_size])
+        area = float(batch["pixel_mask"].sum()) / args.batch_size
+        print(f"## Training step, batch {args.batch_size} (mean image {area:.0f} px, padded {tuple(batch['pixel_values'].shape[2:])})\n")
+        print("| precision | samples/s |\n|---|---|")
+        for name, value in bench_training(model, batch, repeats).items():
+            print(f"| {name} | {value:.2f} |", flush=True)
 
     pixels = processor(images=images[: args.decode_samples])
     pixels = {k: pixels[k] for k in ("pixel_values", "pixel_mask")}
-    print(f"\n## Decoding, {args.decode_samples} expressions one at a time (max 60 new tokens)\n")
+    print(f"\n## Decoding, {args.decode_samples} expressions one at a time (max {args.max_new_tokens} new tokens)\n")
     print("| beams | cache | ms/expression |\n|---|---|---|")
-    for beams, cached, ms in bench_decoding(model, pixels, repeats):
+    for beams, cached, ms in bench_decoding(model, pixels, repeats, args.max_new_tokens):
         label = "greedy" if beams == 1 else f"beam {beams}" + (" (bidirectional)" if model.config.bidirectional else "")
-        print(f"| {label} | {'on' if cached else 'off'} | {ms:.1f} |")
+        print(f"| {label} | {'on' if cached else 'off'} | {ms:.1f} |", flush=True)
 
     print("\n## Greedy ms/token vs output length (forced length)\n")
     print("| tokens | cached ms/token | uncached ms/token |\n|---|---|---|")
     for length, cached_ms, uncached_ms in bench_length(model, pixels, [10, 25, 50, 100], repeats):
-        print(f"| {length} | {cached_ms:.2f} | {uncached_ms:.2f} |")
+        print(f"| {length} | {cached_ms:.2f} | {uncached_ms:.2f} |", flush=True)
     print(f"\npeak RSS: {peak_rss_mb():.0f} MiB")
 
 

@@ -44,11 +44,16 @@ def test_tiny_model_overfits_real_samples_and_generates_them(request, one_thread
         encoder_dropout=0.0,
     )
     model = HMERForConditionalGeneration(config)
+    assert_overfits(model, processor, images, captions, max_steps=400)
+
+
+def assert_overfits(model, processor, images, captions: list[str], max_steps: int, label: str = "") -> None:
+    """Train on one batch until greedy decoding (in eval mode) returns the captions; then beam search must too."""
     batch = processor(images=images, text=captions)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     pixels = dict(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
     decoded: list[str] = []
-    for step in range(1, 401):
+    for step in range(1, max_steps + 1):
         model.train()
         loss = model(**batch).loss
         optimizer.zero_grad()
@@ -60,7 +65,7 @@ def test_tiny_model_overfits_real_samples_and_generates_them(request, one_thread
             decoded = processor.batch_decode(model.generate(**pixels, max_new_tokens=20), skip_special_tokens=True)
             if decoded == captions:
                 break
-    assert decoded == captions, f"train loss {loss.item():.4f} after {step} steps"
-    # Bidirectional beam search on the same images agrees.
-    ids = model.generate(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], max_new_tokens=20, num_beams=3)
+    assert decoded == captions, f"{label}train loss {loss.item():.4f} after {step} steps"
+    # Beam search (bidirectional where the model is) on the same images agrees.
+    ids = model.generate(**pixels, max_new_tokens=20, num_beams=3)
     assert processor.batch_decode(ids, skip_special_tokens=True) == captions

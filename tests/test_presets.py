@@ -19,8 +19,9 @@ from transformers import AutoModelForImageTextToText, pipeline
 from hmer_hf import PRESETS, HMERConfig, HMERForConditionalGeneration, HMERImageProcessor, HMERProcessor, HMERTokenizer
 
 from .conftest import TINY_CONFIG, draw_formula_image
-from .test_learning import real_or_drawn_samples
+from .test_learning import assert_overfits, real_or_drawn_samples
 from .test_modeling import random_batch
+from .test_remote_code import BLOCK_HMER_HF
 
 PRESET_NAMES = ["comer", "bttr", "hmer-mtl", "abm", "san-da"]
 NEW_PRESETS = ["hmer-mtl", "abm", "san-da"]
@@ -214,14 +215,8 @@ def test_pipeline_batch_equals_one_by_one(name, preset_dirs):
     assert len(top) == 2 and top[0]["score"] >= top[1]["score"]
 
 
-CHILD = textwrap.dedent(
+CHILD = BLOCK_HMER_HF + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hmer_hf" or name.startswith("hmer_hf."):
-                raise ImportError("hmer_hf is blocked in this process")
-    sys.meta_path.insert(0, Block())
     from transformers import AutoModelForImageTextToText, AutoProcessor
     images, folders = sys.argv[1:3], sys.argv[3:]
     result = {}
@@ -318,21 +313,4 @@ def test_tiny_member_overfits_real_samples_and_generates_them(name, request, one
         overrides["coverage_channels"] = 16
     # SAN-DA keeps its drop attention (p = 0.5) on: the model must still learn the samples.
     model = HMERForConditionalGeneration(HMERConfig.from_preset(name, **overrides))
-    batch = processor(images=images, text=captions)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    pixels = dict(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
-    decoded: list[str] = []
-    for step in range(1, 301):
-        model.train()
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 25 == 0:
-            model.eval()
-            decoded = processor.batch_decode(model.generate(**pixels, max_new_tokens=20), skip_special_tokens=True)
-            if decoded == captions:
-                break
-    assert decoded == captions, f"{name}: train loss {loss.item():.4f} after {step} steps"
-    ids = model.generate(**pixels, max_new_tokens=20, num_beams=3)
-    assert processor.batch_decode(ids, skip_special_tokens=True) == captions
+    assert_overfits(model, processor, images, captions, max_steps=300, label=f"{name}: ")

@@ -17,8 +17,8 @@ from hmer_hf import HMERForConditionalGeneration, HMERProcessor
 
 from .conftest import draw_formula_image
 
-# Runs in a fresh interpreter that refuses to import hmer_hf, so only the files in the folder can serve.
-CHILD = textwrap.dedent(
+# The start of a script for a fresh interpreter that refuses to import hmer_hf, so only exported files can serve.
+BLOCK_HMER_HF = textwrap.dedent(
     """
     import importlib.abc, json, sys
     class Block(importlib.abc.MetaPathFinder):
@@ -26,6 +26,11 @@ CHILD = textwrap.dedent(
             if name == "hmer_hf" or name.startswith("hmer_hf."):
                 raise ImportError("hmer_hf is blocked in this process")
     sys.meta_path.insert(0, Block())
+    """
+)
+
+CHILD = BLOCK_HMER_HF + textwrap.dedent(
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     folder, images = sys.argv[1], sys.argv[2:]
