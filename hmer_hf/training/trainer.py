@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import warnings
 import math
 import shutil
 import time
@@ -298,6 +299,7 @@ class Trainer:
             from accelerate.utils import is_tensorboard_available
 
             if not is_tensorboard_available():  # the JSONL log is always written; TensorBoard is optional
+                warnings.warn("tensorboard is not installed: logging to log.jsonl only (pip install tensorboard)")
                 report_to.remove("tensorboard")
         self.report_to = report_to
         self.accelerator = Accelerator(
