@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import warnings
 import math
 import shutil
 import time
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
