@@ -56,15 +56,19 @@ class RandomScale:
         """Resize by a random factor."""
         if rng.random() >= self.p:
             return image
+        return self.rescale(image, rng)
+
+    def rescale(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """Resize by k ~ U(min_scale, max_scale) (bilinear)."""
         k = rng.uniform(self.min_scale, self.max_scale)
         w, h = image.size
         return image.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
 
     def __repr__(self) -> str:
-        return f"RandomScale({self.min_scale}, {self.max_scale}, p={self.p})"
+        return f"{type(self).__name__}({self.min_scale}, {self.max_scale}, p={self.p})"
 
 
-class RandomScalePad:
+class RandomScalePad(RandomScale):
     """
     "Random rescale then pad" (the SAN-DA style scale augmentation), exact rule used here:
 
@@ -79,27 +83,21 @@ class RandomScalePad:
     """
 
     def __init__(self, min_scale: float = 0.5, max_scale: float = 1.2, p: float = 1.0):
-        if not 0 < min_scale <= max_scale:
-            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
-        self.min_scale, self.max_scale, self.p = min_scale, max_scale, p
+        super().__init__(min_scale, max_scale, p)
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         """Resize by a random factor, then pad shrunk dimensions back to the original size at a random offset."""
         if rng.random() >= self.p:
             return image
-        k = rng.uniform(self.min_scale, self.max_scale)
         w, h = image.size
-        sw, sh = max(1, round(w * k)), max(1, round(h * k))
-        scaled = image.resize((sw, sh), Image.BILINEAR)
+        scaled = self.rescale(image, rng)
+        sw, sh = scaled.size
         cw, ch = max(w, sw), max(h, sh)
         if (cw, ch) == (sw, sh):
             return scaled
         canvas = Image.new(scaled.mode, (cw, ch), background_color(image))
         canvas.paste(scaled, (int(rng.integers(0, cw - sw + 1)), int(rng.integers(0, ch - sh + 1))))
         return canvas
-
-    def __repr__(self) -> str:
-        return f"RandomScalePad({self.min_scale}, {self.max_scale}, p={self.p})"
 
 
 class RandomAffine:
