@@ -76,7 +76,9 @@ def read_log(run_dir: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "tiny_smoke.yaml"])
+@pytest.mark.parametrize(
+    "name", ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "abm_crohme.yaml", "tiny_smoke.yaml"]
+)
 def test_shipped_configs_load_and_build(name):
     from hmer_hf import HMERConfig, HMERForConditionalGeneration
 
@@ -85,6 +87,10 @@ def test_shipped_configs_load_and_build(name):
     if name == "tiny_smoke.yaml":  # build the tiny one fully: optimizer and schedule names must be valid
         model = HMERForConditionalGeneration(config)
         build_scheduler(cfg, build_optimizer(cfg, model), total_steps=10, steps_per_epoch=2)
+    else:  # the optimizer and schedule of the full recipe, on a stand-in module (no full-size model needed)
+        optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2))
+        assert type(optimizer).__name__.lower() == cfg.optim.name
+        build_scheduler(cfg, optimizer, total_steps=10, steps_per_epoch=2)
 
 
 def test_comer_recipe_values():

@@ -54,15 +54,16 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """The optimizer: SGD (CoMER) or AdamW."""
+    """The optimizer: SGD (CoMER), AdamW, or Adadelta (ABM)."""
 
-    name: str = "adamw"  # sgd | adamw
+    name: str = "adamw"  # sgd | adamw | adadelta
     lr: float = 1e-3
     momentum: float = 0.9  # sgd
     nesterov: bool = False  # sgd
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
-    eps: float = 1e-8  # adamw
+    eps: float = 1e-8  # adamw, adadelta
+    rho: float = 0.95  # adadelta
 
 
 @dataclass

@@ -174,7 +174,7 @@ def build_processor_and_model(cfg: TrainingConfig, train_dataset):
 
 
 def build_optimizer(cfg: TrainingConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD (CoMER: momentum 0.9, weight decay 1e-4) or AdamW over all parameters."""
+    """SGD (CoMER: momentum 0.9, weight decay 1e-4), AdamW, or Adadelta (ABM: lr 1.0, eps 1e-6) over all parameters."""
     o = cfg.optim
     name = o.name.lower()
     if name == "sgd":
@@ -183,7 +183,9 @@ def build_optimizer(cfg: TrainingConfig, model: torch.nn.Module) -> torch.optim.
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                  weight_decay=o.weight_decay)
-    raise ValueError(f"unknown optimizer {o.name!r}; choose sgd or adamw")
+    if name == "adadelta":
+        return torch.optim.Adadelta(model.parameters(), lr=o.lr, rho=o.rho, eps=o.eps, weight_decay=o.weight_decay)
+    raise ValueError(f"unknown optimizer {o.name!r}; choose sgd, adamw or adadelta")
 
 
 def planned_steps(sampler: PixelBudgetBatchSampler, cfg: TrainingConfig, num_processes: int) -> list[int]:
