@@ -276,3 +276,17 @@ def test_cli_reports_config_and_data_errors(tmp_path, capsys):
     assert main(["train", str(TINY), "--set", f"data.train={tmp_path / 'missing'}"]) == 2
     assert main(["train", str(TINY), "--set", "optim.lr=fast"]) == 2
     assert "optim.lr must be a number" in capsys.readouterr().err
+
+
+def test_loss_parts_of_a_member_are_logged(tmp_path, crohme_or_none):
+    """HMER-MTL reports its skeleton loss next to the cross-entropy; the training log carries both."""
+    data, _ = caption_folder(tmp_path / "data", crohme_or_none, 4)
+    out = tmp_path / "run"
+    proc = run_train("--output-dir", str(out), "--set", f"data.train={data}", f"data.validation={data}",
+                     "model.preset=hmer-mtl", "train.max_steps=2", "train.log_every_steps=1", "train.progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_lines = [line for line in read_log(out) if "loss" in line]
+    assert train_lines and all("ce_loss" in line and "skeleton_loss" in line for line in train_lines)
+    assert all("mutual_kl_loss" not in line for line in train_lines)
+    for line in train_lines:  # loss = ce + 1.0 * skeleton (averaged over the same batches)
+        assert abs(line["loss"] - (line["ce_loss"] + line["skeleton_loss"])) < 1e-4

@@ -512,7 +512,8 @@ class Trainer:
         target_reached = False  # eval.stop_at met by a step-cadence validation
         for batch in loader:
             with acc.accumulate(self.model):
-                loss = self.model(**batch).loss
+                out = self.model(**batch)
+                loss = out.loss
                 acc.backward(loss)
                 grad_norm = None
                 if acc.sync_gradients and cfg.train.max_grad_norm:
@@ -520,7 +521,7 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
             state.batches_in_epoch += 1
-            window.add(loss.detach(), batch["labels"].shape[0])
+            window.add(loss.detach(), batch["labels"].shape[0], out)
             if not acc.sync_gradients:
                 continue
             lr = self.optimizer.param_groups[0]["lr"]  # the lr this step used
@@ -557,15 +558,19 @@ class Trainer:
 
     def _log_train(self, window: "_Window", lr: float, grad_norm, bar) -> None:
         acc, state = self.accelerator, self.state
-        totals = acc.reduce(window.totals(acc.device), reduction="sum")  # loss sum, batches, samples over processes
+        # loss sum, batches, samples, then the loss parts' sums, over processes
+        totals = acc.reduce(window.totals(acc.device), reduction="sum")
         loss = (totals[0] / totals[1].clamp(min=1)).item()
         samples = int(totals[2].item())
+        parts = {name: (totals[3 + i] / totals[1].clamp(min=1)).item() for i, name in enumerate(LOSS_PARTS)
+                 if window.seen_parts[name]}
         state.samples_seen += samples
         seconds = window.seconds()
         record = {
             "step": state.global_step,
             "epoch": round(state.epoch + state.batches_in_epoch / max(len(self.train_loader), 1), 4),
             "loss": loss,
+            **parts,
             "lr": lr,
             "samples_per_second": samples / seconds if seconds > 0 else None,
             "samples_seen": state.samples_seen,
@@ -578,14 +583,20 @@ class Trainer:
         window.restart()
 
 
+# Parts of the loss that some family members report next to `loss` (HMER-MTL: skeleton; ABM: mutual KL).
+LOSS_PARTS = ("ce_loss", "skeleton_loss", "mutual_kl_loss")
+
+
 class _Window:
     """Loss/sample sums and wall time since the last log line (time spent validating/saving is excluded)."""
 
     def __init__(self):
+        self.seen_parts = dict.fromkeys(LOSS_PARTS, False)  # which parts this model reports (same on every process)
         self.restart()
 
     def restart(self) -> None:
         self.loss, self.batches, self.samples, self.start = 0.0, 0, 0, time.perf_counter()
+        self.parts = dict.fromkeys(LOSS_PARTS, 0.0)
 
     @contextlib.contextmanager
     def paused(self):
@@ -596,13 +607,19 @@ class _Window:
         finally:
             self.start += time.perf_counter() - start
 
-    def add(self, loss: torch.Tensor, samples: int) -> None:
+    def add(self, loss: torch.Tensor, samples: int, output=None) -> None:
         self.loss += float(loss)
         self.batches += 1
         self.samples += samples
+        for name in LOSS_PARTS:
+            part = getattr(output, name, None)
+            if part is not None:
+                self.parts[name] += float(part.detach())
+                self.seen_parts[name] = True
 
     def totals(self, device) -> torch.Tensor:
-        return torch.tensor([self.loss, self.batches, self.samples], dtype=torch.float64, device=device)
+        values = [self.loss, self.batches, self.samples, *(self.parts[name] for name in LOSS_PARTS)]
+        return torch.tensor(values, dtype=torch.float64, device=device)
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
