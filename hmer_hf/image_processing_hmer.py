@@ -7,6 +7,7 @@ numpy, Pillow and the standard library (torch only when it is installed, to acce
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
+
+from .rendering_hmer import render_strokes as render_ink
 
 logger = logging.get_logger(__name__)
 
@@ -169,20 +172,23 @@ class HMERImageProcessor(BaseImageProcessor):
         Args:
             images: a file path (`str`/`Path`), encoded bytes, a PIL image, a numpy array (`HxW` or `HxWxC`, uint8
                 or float in [0, 1]) or a torch tensor (`HxW` or `CxHxW`), or a list of these.
-            strokes: reserved for online ink: a list with one entry (its strokes) per expression; see
-                [`~HMERImageProcessor.render_strokes`].
+            strokes: online ink instead of images: a list with one entry per expression, each that expression's
+                strokes (see [`~HMERImageProcessor.render_strokes`]), rendered exactly as the training ink was.
             return_tensors: `"pt"` (default) for torch tensors, `"np"` or `None` for numpy arrays.
             kwargs: any setting of the constructor, overriding it for this call.
         """
         settings = self._resolve(kwargs)
         if strokes is not None:
-            # Hook for online ink: strokes are rendered to white-on-black images, then go through the same steps.
+            # Online ink is rendered to white-on-black images, then goes through the same steps as any image.
             if images is not None:
                 raise ValueError("Pass either `images` or `strokes`, not both.")
-            arrays = [
-                self._normalize(self.render_strokes(expression), f"strokes #{i}", settings)
-                for i, expression in enumerate(strokes)
-            ]
+            arrays = []
+            for i, expression in enumerate(strokes):
+                try:
+                    rendered = self.render_strokes(expression)
+                except (TypeError, ValueError, KeyError) as err:
+                    raise ValueError(f"strokes #{i}: cannot render: {err}") from err
+                arrays.append(self._normalize(rendered, f"strokes #{i}", settings))
         else:
             if images is None:
                 raise ValueError("No images given.")
@@ -198,13 +204,13 @@ class HMERImageProcessor(BaseImageProcessor):
         return BatchFeature(data={"pixel_values": pixel_values, "pixel_mask": pixel_mask}, tensor_type=return_tensors)
 
     def render_strokes(self, strokes: Any) -> np.ndarray:
-        """Hook for online ink: render one expression's strokes to a uint8 white-on-black image (not yet done)."""
-        # A later version renders with the same renderer as training (hmer_hf.data.render_strokes), kept importable
-        # without the hmer_hf package since this file is remote code.
-        raise NotImplementedError(
-            "HMERImageProcessor does not accept strokes yet; render them to an image first "
-            "(e.g. with hmer_hf.data.render_strokes) and pass the image."
-        )
+        """Render one expression's online ink to a uint8 white-on-black image with the training renderer.
+
+        `strokes` is a list of strokes, each a sequence of points `(x, y[, ...])` (arrays, lists, or `{"x", "y"}`
+        dicts) or one `{"x": [...], "y": [...]}` dict; or a canvas's JSON (a string or dict holding such a list under
+        `"strokes"` or `"traces"`). y grows downwards, as on a screen and in InkML.
+        """
+        return np.asarray(render_ink(_strokes_to_traces(strokes)), dtype=np.uint8)
 
     def process_image(self, image: Any, **kwargs) -> np.ndarray:
         """Turn one image into its float32 `[h, w]` array in [0, 1] (white ink on black), before batch padding."""
@@ -468,3 +474,30 @@ def _describe(image: Any, index: int) -> str:
     if shape is not None:
         return f"image #{index} ({type(image).__name__} of shape {tuple(shape)})"
     return f"image #{index} ({type(image).__name__})"
+
+
+def _point(point: Any) -> tuple[float, float]:
+    """(x, y) of a point given as a sequence or an {"x", "y"} mapping."""
+    if isinstance(point, dict):
+        return float(point["x"]), float(point["y"])
+    return float(point[0]), float(point[1])
+
+
+def _strokes_to_traces(strokes: Any) -> list[np.ndarray]:
+    """Online ink in the accepted forms (see `HMERImageProcessor.render_strokes`) -> a list of (N, 2) float arrays."""
+    if isinstance(strokes, (str, bytes)):
+        strokes = json.loads(strokes)
+    if isinstance(strokes, dict):
+        key = next((k for k in ("strokes", "traces") if k in strokes), None)
+        if key is None:
+            raise ValueError(f"stroke JSON needs a 'strokes' or 'traces' list, got keys {sorted(strokes)[:5]}")
+        strokes = strokes[key]
+    traces = []
+    for stroke in strokes:
+        if isinstance(stroke, dict):  # {"x": [...], "y": [...]}
+            traces.append(np.stack([np.asarray(stroke["x"], float), np.asarray(stroke["y"], float)], axis=1))
+        elif isinstance(stroke, np.ndarray) and stroke.ndim == 2:
+            traces.append(stroke[:, :2].astype(float))
+        else:
+            traces.append(np.array([_point(p) for p in stroke], dtype=float).reshape(-1, 2))
+    return traces

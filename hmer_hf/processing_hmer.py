@@ -52,27 +52,29 @@ class HMERProcessor(ProcessorMixin):
         images=None,
         text: str | list[str] | None = None,
         return_tensors: str | TensorType | None = "pt",
+        strokes=None,
         **kwargs,
     ) -> BatchFeature:
         """
-        Build a batch: `pixel_values` `[B, 1, H, W]` and `pixel_mask` `[B, H, W]` from `images`, and `labels` `[B, L]`
-        (int64, -100 padded) from `text` (space-separated LaTeX, one caption per image).
+        Build a batch: `pixel_values` `[B, 1, H, W]` and `pixel_mask` `[B, H, W]` from `images` (or from online ink:
+        `strokes`, one entry per expression, rendered like the training ink), and `labels` `[B, L]` (int64, -100
+        padded) from `text` (space-separated LaTeX, one caption per image).
 
         Keyword arguments naming an image-processor setting (`max_height`, `pad_to_multiple_of`, ...) go to the image
         processor for this call; the others (e.g. `truncation`, `max_length`) go to the tokenizer.
         """
-        if images is None and text is None:
-            raise ValueError("HMERProcessor needs `images`, `text`, or both.")
+        if images is None and strokes is None and text is None:
+            raise ValueError("HMERProcessor needs `images` (or `strokes`), `text`, or both.")
         image_settings = set(self.image_processor.valid_kwargs.__annotations__)
         image_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in image_settings and k != "return_tensors"}
 
         data = {}
-        if images is not None:
-            pixels = self.image_processor(images, return_tensors=None, **image_kwargs)
+        if images is not None or strokes is not None:
+            pixels = self.image_processor(images, strokes=strokes, return_tensors=None, **image_kwargs)
             data.update(pixels)
         if text is not None:
             captions = [text] if isinstance(text, str) else list(text)
-            if images is not None and len(captions) != len(data["pixel_values"]):
+            if "pixel_values" in data and len(captions) != len(data["pixel_values"]):
                 raise ValueError(f"Got {len(data['pixel_values'])} images but {len(captions)} captions.")
             data["labels"] = self._labels(captions, **kwargs)
         elif kwargs:

@@ -313,9 +313,9 @@ def test_decompression_bombs_are_refused_before_decoding(processor, tmp_path):
         strict(make_ink())
 
 
-def test_strokes_hook_is_not_implemented_yet(processor):
-    with pytest.raises(NotImplementedError, match="render"):
-        processor(strokes=[[[(0, 0), (10, 10)]]])
+def test_strokes_and_images_together_are_refused(processor, ink):
+    with pytest.raises(ValueError, match="either"):
+        processor(images=[ink], strokes=[[[(0, 0), (10, 10)]]])
 
 
 def test_save_and_load_round_trip(tmp_path, ink):
@@ -341,3 +341,40 @@ def test_invalid_limits():
         HMERImageProcessor(min_height=300, max_height=256)
     with pytest.raises(ValueError, match="max_pixels"):
         HMERImageProcessor(max_pixels=100)
+
+
+# ---- online ink (strokes) ----
+
+PLUS_ONE = [[(0, 20), (30, 20)], [(15, 5), (15, 35)], [(50, 5), (50, 40)]]
+
+
+def test_strokes_render_exactly_like_training_ink():
+    from hmer_hf.data import render_strokes
+
+    processor = HMERImageProcessor()
+    from_strokes = processor(strokes=[PLUS_ONE])
+    from_image = processor(images=[render_strokes(PLUS_ONE)])
+    assert torch.equal(from_strokes["pixel_values"], from_image["pixel_values"])
+    assert torch.equal(from_strokes["pixel_mask"], from_image["pixel_mask"])
+
+
+def test_stroke_formats_agree():
+    import json
+
+    processor = HMERImageProcessor()
+    reference = processor(strokes=[PLUS_ONE])["pixel_values"]
+    as_dicts = [[{"x": x, "y": y} for x, y in stroke] for stroke in PLUS_ONE]
+    as_columns = [{"x": [p[0] for p in s], "y": [p[1] for p in s]} for s in PLUS_ONE]
+    as_arrays = [np.asarray(s, dtype=float) for s in PLUS_ONE]
+    canvas_json = json.dumps({"strokes": as_dicts})
+    for form in (as_dicts, as_columns, as_arrays, canvas_json, {"traces": PLUS_ONE}):
+        assert torch.equal(processor(strokes=[form])["pixel_values"], reference)
+    # A batch of expressions is padded like images.
+    batch = processor(strokes=[PLUS_ONE, PLUS_ONE[:2]])
+    assert batch["pixel_values"].shape[0] == 2 and batch["pixel_mask"][1].sum() < batch["pixel_mask"][0].sum()
+
+
+@pytest.mark.parametrize("bad", [[], [[(1, 1)]], {"points": []}, "not json"])
+def test_bad_strokes_are_a_clear_error(bad):
+    with pytest.raises(ValueError, match=r"strokes #0"):
+        HMERImageProcessor()(strokes=[bad])

@@ -116,7 +116,7 @@ def test_batch_goes_straight_into_the_model(processor):
     assert len(processor.batch_decode(generated, skip_special_tokens=True)) == 2
 
 
-REMOTE_FILES = ["tokenization_hmer.py", "image_processing_hmer.py", "processing_hmer.py"]
+REMOTE_FILES = ["tokenization_hmer.py", "image_processing_hmer.py", "processing_hmer.py", "rendering_hmer.py"]
 ALLOWED_TOP_LEVEL = {"transformers", "numpy", "PIL", "torch"}
 
 

@@ -38,7 +38,10 @@ CHILD = BLOCK_HMER_HF + textwrap.dedent(
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     batch = processor(images=images)
     ids = model.generate(**batch, max_new_tokens=8, num_beams=3)
+    ink = processor(strokes=[[[[0, 20], [30, 20]], [[15, 5], [15, 35]]]])
     print(json.dumps({
+        "ink_sum": float(ink["pixel_values"].sum()),
+        "ink_shape": list(ink["pixel_values"].shape),
         "model": type(model).__module__,
         "texts": processor.batch_decode(ids, skip_special_tokens=True),
         "hmer_hf_loaded": any(m == "hmer_hf" or m.startswith("hmer_hf.") for m in sys.modules),
@@ -76,3 +79,6 @@ def test_remote_code_loads_without_hmer_hf(tiny_model_dir, tmp_path):
     batch = processor(images=paths)
     ids = model.generate(**batch, max_new_tokens=8, num_beams=3)
     assert child["texts"] == processor.batch_decode(ids, skip_special_tokens=True)
+    # Online ink renders with the exported renderer exactly as with the library's.
+    ink = processor(strokes=[[[[0, 20], [30, 20]], [[15, 5], [15, 35]]]])
+    assert child["ink_shape"] == list(ink["pixel_values"].shape) and child["ink_sum"] == float(ink["pixel_values"].sum())
