@@ -16,8 +16,6 @@ from hmer_hf.data.builders import (
     build_caption_dataset,
     build_caption_splits,
     build_crohme,
-    build_hme100k_dataset,
-    build_imagefolder_dataset,
     build_inkml_dataset,
     caption_symbol_counts,
     detect_layout,

@@ -3,7 +3,6 @@ padding invariance, the image-to-latex pipeline, remote-code export in a clean p
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ from transformers import AutoModelForImageTextToText, pipeline
 from hmer_hf import PRESETS, HMERConfig, HMERForConditionalGeneration, HMERImageProcessor, HMERProcessor, HMERTokenizer
 
 from .conftest import TINY_CONFIG, draw_formula_image
-from .test_learning import assert_overfits, real_or_drawn_samples
+from .test_learning import LEARNING_CONFIG, assert_overfits, real_or_drawn_samples
 from .test_modeling import random_batch
 from .test_remote_code import BLOCK_HMER_HF
 
@@ -259,39 +258,12 @@ def test_remote_code_loads_every_new_member_without_hmer_hf(preset_dirs, tmp_pat
         assert texts == processor.batch_decode(ids, skip_special_tokens=True), name
 
 
-MODEL_FILES = ["modeling_hmer.py", "modeling_hmer_layers.py", "modeling_hmer_rnn.py", "modeling_hmer_resnet.py"]
-
-
-@pytest.mark.parametrize("name", MODEL_FILES + ["configuration_hmer.py"])
-def test_model_files_only_import_siblings_and_dependencies(name):
-    # Copied flat next to the weights and imported where `hmer_hf` does not exist.
-    path = Path(__file__).resolve().parents[1] / "hmer_hf" / name
-    siblings = {p.stem for p in path.parent.glob("*.py")}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            assert node.level == 1 and node.module in siblings and node.module != "data", ast.unparse(node)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            for module in modules:
-                top = module.split(".")[0]
-                assert top in {"transformers", "torch"} or top in sys.stdlib_module_names, ast.unparse(node)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Learning: each new member overfits a handful of real CROHME images and decodes them exactly
 # ---------------------------------------------------------------------------------------------------------------------
 
-LEARNING_CONFIG = dict(
-    growth_rate=12,
-    num_dense_layers=4,
-    stem_channels=24,
-    d_model=64,
-    num_attention_heads=4,
-    dim_feedforward=128,
-    num_decoder_layers=2,
-    arm_channels=16,
-    dropout=0.0,
-    encoder_dropout=0.0,
+MEMBER_LEARNING_CONFIG = dict(
+    LEARNING_CONFIG,
     hidden_size=64,
     attention_dim=64,
     resnet_channels=[16, 32, 48, 64],
@@ -300,15 +272,11 @@ LEARNING_CONFIG = dict(
 
 
 @pytest.mark.parametrize("name", NEW_PRESETS)
-def test_tiny_member_overfits_real_samples_and_generates_them(name, request, one_thread):
-    try:
-        crohme = request.getfixturevalue("crohme_dir")
-    except Exception:  # skipped fixture: fall back to drawn images
-        crohme = None
-    images, captions = real_or_drawn_samples(crohme)
+def test_tiny_member_overfits_real_samples_and_generates_them(name, crohme_or_none, one_thread):
+    images, captions = real_or_drawn_samples(crohme_or_none)
     torch.manual_seed(0)
     processor = HMERProcessor(HMERImageProcessor(max_height=96, max_width=384), HMERTokenizer())
-    overrides = dict(LEARNING_CONFIG)
+    overrides = dict(MEMBER_LEARNING_CONFIG)
     if PRESETS[name].get("coverage_channels", 512):
         overrides["coverage_channels"] = 16
     # SAN-DA keeps its drop attention (p = 0.5) on: the model must still learn the samples.

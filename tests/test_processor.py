@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,24 +112,3 @@ def test_batch_goes_straight_into_the_model(processor):
         assert torch.isfinite(model(**batch).loss)
         generated = model.generate(**{k: v for k, v in batch.items() if k.startswith("pixel")}, max_new_tokens=3)
     assert len(processor.batch_decode(generated, skip_special_tokens=True)) == 2
-
-
-REMOTE_FILES = ["tokenization_hmer.py", "image_processing_hmer.py", "processing_hmer.py", "rendering_hmer.py"]
-ALLOWED_TOP_LEVEL = {"transformers", "numpy", "PIL", "torch"}
-
-
-@pytest.mark.parametrize("name", REMOTE_FILES)
-def test_remote_code_files_only_import_siblings_and_dependencies(name):
-    # These files are copied flat next to the weights and imported where `hmer_hf` does not exist.
-    import sys
-
-    path = Path(__file__).resolve().parents[1] / "hmer_hf" / name
-    siblings = {p.stem for p in path.parent.glob("*.py")}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            assert node.level == 1 and node.module in siblings and node.module != "data", ast.unparse(node)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-            for module in modules:
-                top = module.split(".")[0]
-                assert top in ALLOWED_TOP_LEVEL or top in sys.stdlib_module_names, ast.unparse(node)

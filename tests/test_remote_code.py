@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-import numpy as np
-import torch
+import pytest
 from PIL import Image
 
 from hmer_hf import HMERForConditionalGeneration, HMERProcessor
 
 from .conftest import draw_formula_image
+
+# The flat files exported next to the weights, and the only top-level packages each may import (besides the
+# standard library and its siblings): they run where `hmer_hf` does not exist.
+REMOTE_CODE_IMPORTS = {
+    "configuration_hmer.py": {"transformers", "torch"},
+    "modeling_hmer.py": {"transformers", "torch"},
+    "modeling_hmer_layers.py": {"transformers", "torch"},
+    "modeling_hmer_rnn.py": {"transformers", "torch"},
+    "modeling_hmer_resnet.py": {"transformers", "torch"},
+    "tokenization_hmer.py": {"transformers", "numpy", "PIL", "torch"},
+    "image_processing_hmer.py": {"transformers", "numpy", "PIL", "torch"},
+    "processing_hmer.py": {"transformers", "numpy", "PIL", "torch"},
+    "rendering_hmer.py": {"transformers", "numpy", "PIL", "torch"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(REMOTE_CODE_IMPORTS))
+def test_remote_code_files_only_import_siblings_and_dependencies(name):
+    path = Path(__file__).resolve().parents[1] / "hmer_hf" / name
+    siblings = {p.stem for p in path.parent.glob("*.py")}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            assert node.level == 1 and node.module in siblings and node.module != "data", ast.unparse(node)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            for module in modules:
+                top = module.split(".")[0]
+                assert top in REMOTE_CODE_IMPORTS[name] or top in sys.stdlib_module_names, ast.unparse(node)
+
 
 # The start of a script for a fresh interpreter that refuses to import hmer_hf, so only exported files can serve.
 BLOCK_HMER_HF = textwrap.dedent(

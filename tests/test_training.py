@@ -50,14 +50,6 @@ def caption_folder(root: Path, crohme: Path | None, count: int) -> tuple[Path, l
     return root, [cap for _, cap in chosen]
 
 
-@pytest.fixture
-def crohme_or_none(request):
-    try:
-        return request.getfixturevalue("crohme_dir")
-    except pytest.skip.Exception:  # no CROHME data: fall back to drawn images
-        return None
-
-
 # One intra-op thread per training process: on a shared, busy CPU two spinning OpenMP threads are far slower.
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
