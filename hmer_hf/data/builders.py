@@ -173,6 +173,19 @@ def _to_dataset(rows: dict[str, list]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows, features=HMER_FEATURES)
 
 
+def _normalize_or_report(raw: str, item: Any, report: SkipReport, empty_detail: str) -> str | None:
+    """`normalize_latex(raw)`, or None after recording why `item` is skipped (unparsable, or empty once normalised)."""
+    try:
+        latex = normalize_latex(raw)
+    except LatexParseError as e:
+        report.add(item, f"bad latex: {e}")
+        return None
+    if not latex:
+        report.add(item, f"empty caption: {empty_detail}")
+        return None
+    return latex
+
+
 def _assemble(
     labels: dict[str, str],
     find_image: Callable[[str], Path | None],
@@ -196,13 +209,8 @@ def _assemble(
             continue
         used.add(path)
         if normalize:
-            try:
-                latex = normalize_latex(latex)
-            except LatexParseError as e:
-                report.add(name, f"bad latex: {e}")
-                continue
-            if not latex:
-                report.add(name, "empty caption: nothing left after normalisation")
+            latex = _normalize_or_report(latex, name, report, "nothing left after normalisation")
+            if latex is None:
                 continue
         pairs.append((name, latex, path))
     for path in sorted(set(images) - used):
@@ -453,13 +461,8 @@ def build_inkml_dataset(
                 if not truth:
                     report.add(path, "no label: no caption and no truth annotation")
                     continue
-                try:
-                    latex = normalize_latex(truth)
-                except LatexParseError as e:
-                    report.add(path, f"bad latex: {e}")
-                    continue
-                if not latex:
-                    report.add(path, "empty caption: nothing left of the truth after normalisation")
+                latex = _normalize_or_report(truth, path, report, "nothing left of the truth after normalisation")
+                if latex is None:
                     continue
             rows["image"].append({"bytes": png, "path": f"{name}.png"})
             rows["latex"].append(latex)
