@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -72,6 +73,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+SUBCOMMANDS = [
+    ("prepare", ".data.prepare", "build and cache datasets (CROHME, caption folders, ...)"),
+    ("train", ".training.cli", "train a model from a config file (accelerate; resumable)"),
+    ("evaluate", ".evaluation", "score a saved model on a labelled dataset (ExpRate)"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="hmer-hf", description="Handwritten math expression recognition -> LaTeX")
@@ -88,32 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.set_defaults(func=cmd_predict)
 
-    try:
-        from .data import prepare
-    except ImportError:  # the data layer is optional for inference-only use
-        prepare = None
-    if prepare is not None:
-        p = sub.add_parser("prepare", help="build and cache datasets (CROHME, caption folders, ...)")
-        prepare.add_arguments(p)
-        p.set_defaults(func=prepare.run)
-
-    try:
-        from .training import cli as training_cli
-    except ImportError:  # accelerate/datasets missing: inference-only install
-        training_cli = None
-    if training_cli is not None:
-        p = sub.add_parser("train", help="train a model from a config file (accelerate; resumable)")
-        training_cli.add_arguments(p)
-        p.set_defaults(func=training_cli.run)
-
-    try:
-        from . import evaluation
-    except ImportError:
-        evaluation = None
-    if evaluation is not None:
-        p = sub.add_parser("evaluate", help="score a saved model on a labelled dataset (ExpRate)")
-        evaluation.add_arguments(p)
-        p.set_defaults(func=evaluation.run)
+    # The other subcommands live with their layers; each module offers add_arguments(parser) and run(args).
+    for name, module, help_text in SUBCOMMANDS:
+        command = importlib.import_module(module, __package__)
+        p = sub.add_parser(name, help=help_text)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 
