@@ -70,6 +70,8 @@ class HMERConfig(PretrainedConfig):
         vocab_size: size of the LaTeX token vocabulary (4 special tokens + symbols).
         encoder_type: `"densenet"` (CoMER/BTTR/ABM) or `"resnet18"` (SAN-DA).
         growth_rate, num_dense_layers, num_dense_blocks, stem_channels, reduction, encoder_dropout: DenseNet-B shape.
+        transition_pooling: one flag per DenseNet transition: whether it halves the resolution (`None`: all do, the
+            CoMER stride of 16). `[True, False]` gives stride 8, for inputs downscaled by 2 (image processor `scale`).
         d_model: width of the projected features and of the Transformer decoder.
         decoder_type: `"transformer"` (CoMER family), `"gru"` (ABM) or `"lstm"` (SAN-DA).
         num_decoder_layers, num_attention_heads, dim_feedforward, dropout: Transformer decoder shape.
@@ -114,6 +116,7 @@ class HMERConfig(PretrainedConfig):
         num_dense_blocks: int = 3,
         reduction: float = 0.5,
         encoder_dropout: float = 0.2,
+        transition_pooling: list[bool] | None = None,
         # decoder
         decoder_type: str = "transformer",
         d_model: int = 256,
@@ -179,6 +182,11 @@ class HMERConfig(PretrainedConfig):
         self.num_dense_blocks = num_dense_blocks
         self.reduction = reduction
         self.encoder_dropout = encoder_dropout
+        self.transition_pooling = None if transition_pooling is None else [bool(p) for p in transition_pooling]
+        if self.transition_pooling is not None and len(self.transition_pooling) != num_dense_blocks - 1:
+            raise ValueError(
+                f"transition_pooling needs one flag per transition ({num_dense_blocks - 1}), got {transition_pooling}"
+            )
         self.decoder_type = decoder_type
         self.d_model = d_model
         self.num_decoder_layers = num_decoder_layers

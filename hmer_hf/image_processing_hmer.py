@@ -59,8 +59,9 @@ class HMERImageProcessor(BaseImageProcessor):
     For every image: (1) decode it (paths, bytes, PIL images of any mode, numpy arrays, torch tensors) to 8-bit grey,
     compositing transparency over white; (2) detect the polarity from the border and invert black-on-white input;
     (3) subtract the background level and stretch the ink to full contrast; (4) crop to the ink bounding box plus
-    `crop_margin` (never beyond the image); (5) rescale keeping the aspect ratio only when the image breaks a limit
-    (scale matters: the models are trained on ~3 px strokes at CROHME's fixed scale); (6) pad up to the minimum size.
+    `crop_margin` (never beyond the image); (5) rescale by `scale` (1.0: keep CROHME's scale), and further, aspect
+    kept, only when the image breaks a limit (scale matters: the models are trained on ~3 px strokes at CROHME's
+    fixed scale); (6) pad up to the minimum size.
     The batch is then zero-padded bottom/right to its largest height and width.
 
     Args:
@@ -69,6 +70,8 @@ class HMERImageProcessor(BaseImageProcessor):
         max_height, max_width (`int`, defaults to 256 and 1024), max_pixels (`int`, defaults to 320000): larger
             images are scaled down (aspect kept). Images within all limits keep their scale; when the maxima and the
             minima cannot both hold (extreme aspect), the maxima win and the short side is padded.
+        scale (`float`, defaults to 1.0): resize factor applied to every image after cropping (before the limits),
+            e.g. 0.5 for a model trained at half CROHME's resolution; it is part of the model's input contract.
         do_crop (`bool`, defaults to `True`): crop to the ink bounding box.
         crop_margin (`int`, defaults to 12): margin kept around the ink when cropping; 12 px is the margin of the
             CROHME offline images, which therefore pass through the crop unchanged.
@@ -101,6 +104,7 @@ class HMERImageProcessor(BaseImageProcessor):
         resample: int = Image.Resampling.BILINEAR,
         pad_to_multiple_of: int | None = None,
         max_input_pixels: int = 50_000_000,
+        scale: float = 1.0,
         **kwargs,
     ):
         # Saved configs carry the class name; it is not a setting.
@@ -119,13 +123,14 @@ class HMERImageProcessor(BaseImageProcessor):
         self.resample = int(resample)
         self.pad_to_multiple_of = None if pad_to_multiple_of is None else int(pad_to_multiple_of)
         self.max_input_pixels = int(max_input_pixels)
+        self.scale = float(scale)
         self._validate_settings(vars(self))
 
     # ---- settings ----
 
     _SETTINGS = (
         "min_height", "max_height", "min_width", "max_width", "max_pixels", "do_crop", "crop_margin", "polarity",
-        "ink_threshold", "normalize_contrast", "resample", "pad_to_multiple_of", "max_input_pixels",
+        "ink_threshold", "normalize_contrast", "resample", "pad_to_multiple_of", "max_input_pixels", "scale",
     )  # fmt: skip
 
     @staticmethod
@@ -142,6 +147,8 @@ class HMERImageProcessor(BaseImageProcessor):
             raise ValueError(f"max_pixels={s['max_pixels']} is below min_height * min_width")
         if s["crop_margin"] < 0 or s["max_input_pixels"] < 1 or not 0 <= s["ink_threshold"] < 255:
             raise ValueError("crop_margin must be >= 0, max_input_pixels >= 1 and ink_threshold in [0, 255)")
+        if not 0 < s["scale"] <= 8:
+            raise ValueError(f"scale must be in (0, 8], got {s['scale']}")
         if s["pad_to_multiple_of"] is not None and s["pad_to_multiple_of"] < 1:
             raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {s['pad_to_multiple_of']}")
 
@@ -317,10 +324,11 @@ class HMERImageProcessor(BaseImageProcessor):
 
 
 def _output_size(height: int, width: int, s: dict) -> tuple[int, int]:
-    """Target size: unchanged inside the limits; else the scale that meets the maxima, or the minima if it can."""
+    """Target size: `scale` times the size inside the limits; else the scale that meets the maxima, or the minima if
+    it can."""
     cap = min(s["max_height"] / height, s["max_width"] / width, math.sqrt(s["max_pixels"] / (height * width)))
     need = max(s["min_height"] / height, s["min_width"] / width)
-    scale = min(1.0, cap)
+    scale = min(float(s.get("scale", 1.0)), cap)
     if need > scale:
         # Too small: enlarge as far as the maxima allow; what is still missing is padded later.
         scale = min(need, cap)

@@ -72,16 +72,19 @@ class DenseBottleneck(nn.Module):
 
 
 class DenseTransition(nn.Module):
-    """Transition: 1x1 conv with compression, BN-ReLU-dropout, 2x2 average pooling (ceil mode, valid pixels)."""
+    """Transition: 1x1 conv with compression, BN-ReLU-dropout, 2x2 average pooling (ceil mode, valid pixels) unless
+    `pool` is off (then the padding is re-zeroed instead)."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, pool: bool = True):
         super().__init__()
+        self.pool = pool
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return masked_avg_pool2d(self.dropout(F.relu(self.bn(self.conv(x)))), mask)
+        x = self.dropout(F.relu(self.bn(self.conv(x))))
+        return masked_avg_pool2d(x, mask) if self.pool else x * mask
 
 
 class DenseNetBackbone(nn.Module):
@@ -108,7 +111,8 @@ class DenseNetBackbone(nn.Module):
             self.blocks.append(layers)
             if b < config.num_dense_blocks - 1:
                 out = int(math.floor(channels * config.reduction))
-                self.transitions.append(DenseTransition(channels, out, drop))
+                pool = True if config.transition_pooling is None else config.transition_pooling[b]
+                self.transitions.append(DenseTransition(channels, out, drop, pool))
                 channels = out
         self.out_norm = nn.BatchNorm2d(channels)
         self.out_channels = channels
@@ -118,6 +122,10 @@ class DenseNetBackbone(nn.Module):
         # Each stride-2 op (conv pad 3, ceil-mode pools) yields ceil(n/2) positions, exactly what [0::2] keeps.
         m = mask.unsqueeze(1).to(x.dtype)
         x = F.relu(self.stem_norm(self.stem(x * m)))
+        if self.blocks[0][0].conv2.weight.is_contiguous(memory_format=torch.channels_last):
+            # Weights in channels-last (`model.to(memory_format=torch.channels_last)`, the trainer's default: ~1.5x
+            # faster convolutions on CPU): the activations follow.
+            x = x.contiguous(memory_format=torch.channels_last)
         mask = mask[:, 0::2, 0::2]
         # After ReLU every value is >= 0, so zeroed padding never wins the max.
         x = F.max_pool2d(x * mask.unsqueeze(1).to(x.dtype), 2, ceil_mode=True)
@@ -128,7 +136,8 @@ class DenseNetBackbone(nn.Module):
                 x = layer(x, m)
             if i < len(self.transitions):
                 x = self.transitions[i](x, m)
-                mask = mask[:, 0::2, 0::2]
+                if self.transitions[i].pool:
+                    mask = mask[:, 0::2, 0::2]
         return self.out_norm(x), mask
 
 

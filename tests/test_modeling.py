@@ -221,8 +221,9 @@ def test_bad_pixel_values_shape_is_a_clear_error():
         model(pixel_values=torch.rand(1, 3, 32, 32), labels=torch.tensor([[5]]))
 
 
-def test_encoder_is_padding_invariant():
-    model = tiny_model(seed=9)
+@pytest.mark.parametrize("overrides", [{}, {"transition_pooling": [True, False]}], ids=["stride16", "stride8"])
+def test_encoder_is_padding_invariant(overrides):
+    model = tiny_model(seed=9, **overrides)
     pixels, mask = random_batch(3, seed=9)
     with torch.no_grad():
         batched = model.encoder(pixels, mask)
@@ -232,3 +233,25 @@ def test_encoder_is_padding_invariant():
             h, w = alone.last_hidden_state.shape[1:3]
             diff = (batched.last_hidden_state[i, :h, :w] - alone.last_hidden_state[0]).abs().max().item()
             assert diff < 1e-4, (i, diff)
+
+
+def test_transition_pooling_sets_the_stride():
+    pixels = torch.rand(1, 1, 64, 160)
+    with torch.no_grad():
+        full = tiny_model().encoder(pixels).last_hidden_state
+        half = tiny_model(transition_pooling=[True, False]).encoder(pixels).last_hidden_state
+    assert full.shape[1:3] == (4, 10) and half.shape[1:3] == (8, 20)
+    with pytest.raises(ValueError, match="one flag per transition"):
+        HMERConfig(transition_pooling=[False])
+
+
+def test_channels_last_weights_give_the_same_logits():
+    model = tiny_model(seed=4)
+    pixels, mask = random_batch(2, seed=4)
+    labels = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 0]])
+    with torch.no_grad():
+        ref = model(pixel_values=pixels, pixel_mask=mask, labels=labels).logits
+        model = model.to(memory_format=torch.channels_last)
+        assert model.encoder.backbone.blocks[0][0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+        out = model(pixel_values=pixels, pixel_mask=mask, labels=labels).logits
+    assert (ref - out).abs().max().item() < 1e-4

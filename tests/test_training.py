@@ -69,7 +69,8 @@ def read_log(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "name", ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "abm_crohme.yaml", "tiny_smoke.yaml"]
+    "name",
+    ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "comer_crohme_cpu.yaml", "abm_crohme.yaml", "tiny_smoke.yaml"],
 )
 def test_shipped_configs_load_and_build(name):
     from hmer_hf import HMERConfig, HMERForConditionalGeneration
@@ -91,6 +92,16 @@ def test_comer_recipe_values():
     assert cfg.schedule.name == "plateau" and cfg.schedule.factor == 0.25
     adamw = load_config(REPO_ROOT / "configs" / "comer_crohme_adamw.yaml")
     assert adamw.optim.name == "adamw" and adamw.schedule.warmup_epochs > 0 and "cosine" in adamw.schedule.name
+
+
+def test_labels_to_test_script_order():
+    from datasets import Dataset
+
+    from hmer_hf.training.trainer import to_test_script_order
+
+    rows = ["x ^ { 2 } _ { i }", "\\sum \\limits _ { i = 1 } ^ { n } i", "a + b", "{ ^ broken"]
+    out = to_test_script_order(Dataset.from_dict({"latex": rows}))["latex"]
+    assert out == ["x _ { i } ^ { 2 }", "\\sum _ { i = 1 } ^ { n } i", "a + b", "{ ^ broken"]
 
 
 def test_overrides_are_typed_and_checked(tmp_path):

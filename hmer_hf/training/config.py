@@ -47,6 +47,9 @@ class DataConfig:
     validation_split: str | None = None
     train_limit: int | None = None  # first N samples only (smoke runs)
     validation_limit: int | None = None
+    # Rewrite the training labels to the CROHME 2014 test convention (subscript before superscript, no \limits):
+    # 181 of the 8,835 canonical train captions differ from it only in that.
+    test_script_order: bool = False
     augmentation: str = "comer"  # a hmer_hf.data.build_augmentation preset: comer, handwriting, san, none
     num_workers: int = 0  # DataLoader worker processes
     num_proc: int = 1  # processes for rendering InkML when the data is an unprepared CROHME/InkML folder
@@ -95,6 +98,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = None  # gradient clipping (global L2 norm); None = off
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
+    channels_last: bool = True  # convolution weights/activations in channels-last (measured ~1.5x faster on CPU)
     log_every_steps: int = 10
     save_every_steps: int | None = 1000  # mid-epoch checkpoint cadence in optimizer steps
     save_every_epochs: int = 1  # checkpoint (and last/) at every N-th epoch end; the end of training always saves

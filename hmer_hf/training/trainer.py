@@ -143,6 +143,19 @@ class HMERCollator:
         return batch
 
 
+def to_test_script_order(dataset):
+    """The dataset with its `latex` labels rewritten to subscript-before-superscript and no `\\limits`."""
+    from ..data.latex import LatexParseError, normalize_latex
+
+    def convert(latex: str) -> str:
+        try:
+            return normalize_latex(latex, sub_before_sup=True, keep_limits=False)
+        except LatexParseError:
+            return latex  # a canonical caption that does not parse is trained on as it is
+
+    return dataset.map(lambda row: {"latex": convert(row["latex"])}, desc="labels to test script order")
+
+
 def build_augmentation_for(name: str | None) -> BatchSeededAugmentation | None:
     """The configured augmentation preset as a batch-seeded augmentation (None for "none")."""
     if not name or name == "none":
@@ -316,6 +329,8 @@ class Trainer:
         verbose = acc.is_local_main_process
         self.train_dataset = load_split(cfg.data.train, cfg.data.train_split, cfg.data.train_limit, prefer="train",
                                         num_proc=cfg.data.num_proc, verbose=verbose)
+        if cfg.data.test_script_order:
+            self.train_dataset = to_test_script_order(self.train_dataset)
         self.val_dataset = None
         if cfg.data.validation:
             self.val_dataset = load_split(cfg.data.validation, cfg.data.validation_split, cfg.data.validation_limit,
@@ -344,6 +359,8 @@ class Trainer:
                                     collate_fn=HMERCollator(self.processor, keep_index=True),
                                     num_workers=cfg.data.num_workers)
 
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(cfg, model)
         self.epoch_steps = planned_steps(self.sampler, cfg, acc.num_processes)
         self.total_steps = sum(self.epoch_steps)
