@@ -1,4 +1,5 @@
-"""`hmer-hf prepare`: build a dataset once and cache it on disk (`hmer-hf prepare crohme --out DIR`).
+"""`hmer-hf prepare`: build a dataset once and cache it on disk (`hmer-hf prepare crohme --out DIR`); with
+`--push REPO_ID` (or `--dry-run --output DIR`) also export it for the Hub (hmer_hf/data/export.py).
 
 `add_arguments` fills an argparse (sub)parser and `run` executes it; hmer_hf/cli.py and scripts/prepare_data.py both
 use them, so the two entry points cannot drift apart.
@@ -12,7 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
+
+from ..hub import HubError, add_hub_arguments, check_repo_id
 from .builders import LAYOUTS, SKIP_REPORT_FILE, detect_layout, prepare_dataset
+from .export import CROHME_LICENSE, export_dataset, push_dataset
+from .report import SkipReport
 
 RENDERING_LAYOUTS = ("crohme", "inkml")  # layouts whose builder renders ink and takes num_proc
 
@@ -43,12 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--num-proc", type=int, default=min(8, os.cpu_count() or 1),
                         help="processes for rendering InkML (default: CPU count, at most 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    hub = parser.add_argument_group(
+        "sharing", "export the prepared dataset as Parquet + dataset card (the layout of datasets' push_to_hub)")
+    hub.add_argument("--push", metavar="REPO_ID", default=None, help="upload it as this Hub dataset repository")
+    add_hub_arguments(hub)
+    hub.add_argument("--license", default=None,
+                     help=f"licence for the dataset card (default: {CROHME_LICENSE} for CROHME, else unknown)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the dataset named by parsed `args`; prints a summary and returns the exit code."""
     source = args.crohme_dir if args.source == "crohme" else Path(args.source)
+    if args.dry_run and args.output is None:  # checked before the (possibly long) build
+        print("error: --dry-run needs --output DIR (the folder to write the export to)", file=sys.stderr)
+        return 2
+    if args.push:
+        try:
+            check_repo_id(args.push)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     try:
         layout = "crohme" if args.source == "crohme" else (args.layout or detect_layout(source))
@@ -67,6 +88,33 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {report.summary()}")
     if report:
         print(f"  details: {Path(args.out) / SKIP_REPORT_FILE}")
+    if args.push or args.dry_run:
+        return share(args, dataset, report, source, layout)
+    return 0
+
+
+def share(
+    args: argparse.Namespace, dataset: datasets.Dataset | datasets.DatasetDict, report: SkipReport, source: Path,
+    layout: str,
+) -> int:
+    """`--dry-run --output DIR`: write the Hub export there; `--push REPO_ID`: upload it (keeping a copy in
+    `--output` when given). Returns the exit code."""
+    card = {"source": source, "layout": layout, "license": args.license, "skipped": report,
+            "progress": not args.no_progress}
+    try:
+        if args.dry_run:
+            files = export_dataset(dataset, args.output, repo_id=args.push, **card)
+            print(f"wrote {args.output}: {len(files)} files ({', '.join(files)})")
+            return 0
+        url = push_dataset(dataset, args.push, private=args.private, token=args.token, output_dir=args.output,
+                           **card)
+    except (FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except HubError as e:
+        print(f"error: push to {args.push} failed: {e}", file=sys.stderr)
+        return 1
+    print(f"pushed {args.out} to {args.push}: {url}")
     return 0
 
 
