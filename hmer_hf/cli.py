@@ -77,6 +77,7 @@ SUBCOMMANDS = [
     ("prepare", ".data.prepare", "build and cache datasets (CROHME, caption folders, ...)"),
     ("train", ".training.cli", "train a model from a config file (accelerate; resumable)"),
     ("evaluate", ".evaluation", "score a saved model on a labelled dataset (ExpRate)"),
+    ("push", ".hub", "upload a saved model to the Hugging Face Hub with its remote code and model card"),
 ]
 
 
