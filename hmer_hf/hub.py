@@ -558,7 +558,8 @@ def _model_files(model_dir: Path) -> list[str]:
     return weights + index + configs + remote_code_files(model_dir)
 
 
-def _prepare_output_dir(output_dir: Path) -> None:
+def prepare_output_dir(output_dir: Path) -> None:
+    """Create `output_dir`, refusing one that exists and is not empty (nothing we did not write gets overwritten)."""
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise FileExistsError(f"{output_dir} exists and is not an empty folder; choose another --output")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -587,7 +588,7 @@ def build_upload_folder(
     files = _model_files(model_dir)
     entries = read_eval_results(model_dir / EVAL_RESULTS_FILE) + validate_eval_results(
         list(extra_eval_results), "extra eval results")
-    _prepare_output_dir(output_dir)
+    prepare_output_dir(output_dir)
     for name in files:
         shutil.copy2(model_dir / name, output_dir / name)
     if entries:

@@ -233,11 +233,11 @@ def export_dataset(
     citation); `license` overrides the licence (default: [`default_license`]); `progress=False` hides the
     `datasets` progress bars. Returns the relative paths written.
     """
+    from ..hub import prepare_output_dir
+
     output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(f"{output_dir} exists and is not an empty folder; choose another --output")
     splits = _as_dict(dataset)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir)
     written: list[str] = []
     split_infos = []
     bars_were_on = datasets.is_progress_bar_enabled()
