@@ -531,7 +531,7 @@ def remote_code_files(model_dir: str | Path) -> list[str]:
         filename = f"{module}.py"
         if filename in needed:
             continue
-        path = model_dir / filename
+        path = _source(model_dir, filename)
         if not path.is_file():
             raise ValueError(f"{model_dir} lacks the remote-code file {filename} (needed by {needed_by}); "
                              "re-save the model and processor with save_pretrained after `import hmer_hf`")
@@ -541,6 +541,16 @@ def remote_code_files(model_dir: str | Path) -> list[str]:
                 modules = [node.module] if node.module else [a.name for a in node.names]
                 queue += [(m, filename) for m in modules]
     return sorted(needed)
+
+
+def _source(model_dir: Path, name: str) -> Path:
+    """Where to copy `name` from: the model folder, or for a remote-code file it lacks, this package (the shipped
+    default model carries no .py copies: the installed classes load it)."""
+    path = model_dir / name
+    if path.is_file() or not name.endswith(".py"):
+        return path
+    packaged = Path(__file__).resolve().parent / name
+    return packaged if packaged.is_file() else path
 
 
 def _model_files(model_dir: Path) -> list[str]:
@@ -590,7 +600,7 @@ def build_upload_folder(
         list(extra_eval_results), "extra eval results")
     prepare_output_dir(output_dir)
     for name in files:
-        shutil.copy2(model_dir / name, output_dir / name)
+        shutil.copy2(_source(model_dir, name), output_dir / name)
     if entries:
         write_eval_results(output_dir / EVAL_RESULTS_FILE, entries)
         files.append(EVAL_RESULTS_FILE)

@@ -115,6 +115,9 @@ def bench_length(model, pixels, lengths: list[int], repeats: int) -> list[tuple]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a saved model folder (default: a randomly initialised CoMER-size model)")
+    parser.add_argument("--config", type=Path,
+                        help="a training YAML: build the model (preset + overrides) and image processor it trains")
+    parser.add_argument("--channels-last", action="store_true", help="convolutions in channels-last (as the trainer)")
     parser.add_argument("--crohme-dir", type=Path, default=DEFAULT_CROHME)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-samples", type=int, default=8)
@@ -131,14 +134,24 @@ def main() -> None:
     if args.model:
         model = HMERForConditionalGeneration.from_pretrained(args.model)
         processor = HMERProcessor.from_pretrained(args.model)
+    elif args.config:
+        from hmer_hf.training import load_config
+
+        cfg = load_config(args.config)
+        model = HMERForConditionalGeneration(HMERConfig.from_preset(cfg.model.preset, **cfg.model.overrides))
+        processor = HMERProcessor(HMERImageProcessor(**cfg.model.image_processor), HMERTokenizer())
     else:
         model = HMERForConditionalGeneration(HMERConfig())
         processor = HMERProcessor(HMERImageProcessor(), HMERTokenizer())
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.eval()
     images, captions = load_samples(args.crohme_dir, max(args.batch_size, args.decode_samples))
     params = sum(p.numel() for p in model.parameters())
     print(f"# hmer-hf benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
-    print(f"model: {args.model or 'CoMER-size, random init'}; parameters: {params / 1e6:.2f} M\n")
+    name = args.model or (f"{args.config}, random init" if args.config else "CoMER-size, random init")
+    layout = "channels-last" if args.channels_last else "contiguous"
+    print(f"model: {name}; parameters: {params / 1e6:.2f} M; convolutions {layout}\n")
 
     if not args.skip_training:
         batch = processor(images=images[: args.batch_size], text=captions[: args.batch_size])

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import hmer_hf
 from hmer_hf import HMERForConditionalGeneration, HMERProcessor
 from hmer_hf.cli import main as cli_main
 from hmer_hf.data.builders import HMER_FEATURES
@@ -119,14 +120,21 @@ def test_dry_run_folder_loads_without_hmer_hf_and_matches_library(tiny_model_dir
         assert child[f"texts_{beams}"] == processor.batch_decode(ids, skip_special_tokens=True)
 
 
+def test_upload_folder_takes_missing_remote_code_from_the_package(tiny_model_dir, tmp_path):
+    # The shipped default model carries no .py copies: the upload gets the installed package's files.
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare, ignore=shutil.ignore_patterns("*.py"))
+    files = build_upload_folder(bare, tmp_path / "out")
+    package = Path(hmer_hf.__file__).resolve().parent
+    code = [name for name in files if name.endswith(".py")]
+    assert set(code) == {p.name for p in tiny_model_dir.glob("*.py")}
+    for name in code:
+        assert (tmp_path / "out" / name).read_bytes() == (package / name).read_bytes(), name
+
+
 def test_upload_folder_refuses_incomplete_model_dirs(tiny_model_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
-    (broken / "modeling_hmer_layers.py").unlink()  # imported by modeling_hmer.py
-    with pytest.raises(ValueError, match=r"lacks the remote-code file modeling_hmer_layers\.py \(needed by "
-                                         r"modeling_hmer(_rnn)?\.py\)"):
-        build_upload_folder(broken, tmp_path / "out1")
-    shutil.copy(tiny_model_dir / "modeling_hmer_layers.py", broken)
     (broken / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"no \*\.safetensors"):
         build_upload_folder(broken, tmp_path / "out2")
