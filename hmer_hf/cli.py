@@ -78,6 +78,7 @@ SUBCOMMANDS = [
     ("train", ".training.cli", "train a model from a config file (accelerate; resumable)"),
     ("evaluate", ".evaluation", "score a saved model on a labelled dataset (ExpRate)"),
     ("push", ".hub", "upload a saved model to the Hugging Face Hub with its remote code and model card"),
+    ("demo", ".demo", "serve the Gradio demo: draw or upload a formula (needs hmer-hf[demo])"),
 ]
 
 
