@@ -20,13 +20,23 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
+from .rendering_hmer import STROKE_WIDTH, InkGeometry, measure_ink, redraw_ink
 from .rendering_hmer import render_strokes as render_ink
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["HMERImageProcessor", "HMERImagesKwargs"]
+__all__ = ["HMERImageProcessor", "HMERImagesKwargs", "looks_like_crohme"]
 
 POLARITIES = ("auto", "dark_ink", "light_ink")
+NORMALIZE_INK = ("off", "auto", "always")
+# `normalize_ink="auto"` leaves ink alone when `measure_ink` reads both inside these ranges: on the 986 canonical
+# CROHME 2014 images it reads stroke widths of 3.4-4.3 px and writing sizes of 0.81-1.59 (docs/canvas.md), so all of
+# them pass unchanged. Anything else (thin or thick pens, writing far from the CROHME size) is normalised.
+CROHME_STROKE_WIDTHS = (3.0, 4.8)
+CROHME_SCALES = (0.75, 1.65)
+# The ink normalisation never produces an image larger than this (before the limits): a guard against a tiny
+# scribble measured as very small writing and enlarged without bound.
+_MAX_NORMALIZED_PIXELS = 4_000_000
 # PIL modes holding more than 8 bits per pixel: scaled down to 8 bits by their value range.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # Border medians this far from mid-grey decide the polarity alone (symmetric around 127.5: 255 - 160 = 95).
@@ -46,6 +56,7 @@ class HMERImagesKwargs(ImagesKwargs, total=False):
     polarity: str
     ink_threshold: int
     normalize_contrast: bool
+    normalize_ink: str
     pad_to_multiple_of: int | None
     max_input_pixels: int
 
@@ -61,7 +72,10 @@ class HMERImageProcessor(BaseImageProcessor):
     (3) subtract the background level and stretch the ink to full contrast; (4) crop to the ink bounding box plus
     `crop_margin` (never beyond the image); (5) rescale by `scale` (1.0: keep CROHME's scale), and further, aspect
     kept, only when the image breaks a limit (scale matters: the models are trained on ~3 px strokes at CROHME's
-    fixed scale); (6) pad up to the minimum size.
+    fixed scale); (6) pad up to the minimum size. With `normalize_ink` on, ink that does not look like the CROHME
+    images (a canvas drawing, a scan: other pen widths, other writing sizes) is first brought to their geometry
+    between steps (3) and (4): rescaled so that the symbols have the CROHME size, then redrawn along its skeleton with
+    the CROHME pen (binary, 3.25 px), so that `scale` and the limits then act on CROHME-style ink.
     The batch is then zero-padded bottom/right to its largest height and width.
 
     Args:
@@ -80,6 +94,11 @@ class HMERImageProcessor(BaseImageProcessor):
         ink_threshold (`int`, defaults to 48): a pixel is ink when it is brighter than the background level by more
             than this (0-255 scale, after inversion); an image without any is rejected as blank.
         normalize_contrast (`bool`, defaults to `True`): map the background level to 0 and the brightest ink to 255.
+        normalize_ink (`str`, defaults to `"off"`): bring ink to the geometry of the CROHME images the models are
+            trained on. `"auto"` measures the stroke width and writing size (`rendering_hmer.measure_ink`) and
+            normalises only when one is outside the CROHME ranges (`CROHME_STROKE_WIDTHS`, `CROHME_SCALES`), so
+            CROHME-style images pass unchanged; `"always"` normalises every image; `"off"` never does (the default,
+            which keeps every earlier output). Recommended: `"auto"` for drawings and scans.
         resample (`int`, defaults to `PIL.Image.BILINEAR`): PIL filter used when rescaling.
         pad_to_multiple_of (`int`, *optional*): round the padded batch height and width up to a multiple of this.
         max_input_pixels (`int`, defaults to 50_000_000): inputs with more pixels are refused before decoding
@@ -101,6 +120,7 @@ class HMERImageProcessor(BaseImageProcessor):
         polarity: str = "auto",
         ink_threshold: int = 48,
         normalize_contrast: bool = True,
+        normalize_ink: str = "off",
         resample: int = Image.Resampling.BILINEAR,
         pad_to_multiple_of: int | None = None,
         max_input_pixels: int = 50_000_000,
@@ -120,6 +140,7 @@ class HMERImageProcessor(BaseImageProcessor):
         self.polarity = polarity
         self.ink_threshold = int(ink_threshold)
         self.normalize_contrast = bool(normalize_contrast)
+        self.normalize_ink = normalize_ink
         self.resample = int(resample)
         self.pad_to_multiple_of = None if pad_to_multiple_of is None else int(pad_to_multiple_of)
         self.max_input_pixels = int(max_input_pixels)
@@ -130,14 +151,17 @@ class HMERImageProcessor(BaseImageProcessor):
 
     _SETTINGS = (
         "min_height", "max_height", "min_width", "max_width", "max_pixels", "do_crop", "crop_margin", "polarity",
-        "ink_threshold", "normalize_contrast", "resample", "pad_to_multiple_of", "max_input_pixels", "scale",
+        "ink_threshold", "normalize_contrast", "normalize_ink", "resample", "pad_to_multiple_of", "max_input_pixels",
+        "scale",
     )  # fmt: skip
 
     @staticmethod
     def _validate_settings(s: dict) -> None:
-        """Raise a ValueError for inconsistent size limits or an unknown polarity."""
+        """Raise a ValueError for inconsistent size limits or an unknown polarity or ink normalisation."""
         if s["polarity"] not in POLARITIES:
             raise ValueError(f"polarity must be one of {POLARITIES}, got {s['polarity']!r}")
+        if s["normalize_ink"] not in NORMALIZE_INK:
+            raise ValueError(f"normalize_ink must be one of {NORMALIZE_INK}, got {s['normalize_ink']!r}")
         if not 1 <= s["min_height"] <= s["max_height"] or not 1 <= s["min_width"] <= s["max_width"]:
             raise ValueError(
                 "Need 1 <= min_height <= max_height and 1 <= min_width <= max_width, got "
@@ -225,6 +249,14 @@ class HMERImageProcessor(BaseImageProcessor):
         name = _describe(image, 0)
         return self._normalize(self.load_image(image, settings, name=name), name, settings)
 
+    def measure_ink(self, image: Any, **kwargs) -> InkGeometry:
+        """Stroke width and writing size of one image's ink as `normalize_ink` reads them (`InkGeometry`: px of the
+        input image; `.scale` is the writing size relative to the CROHME images)."""
+        settings = self._resolve(kwargs)
+        name = _describe(image, 0)
+        gray = _orient_polarity(self.load_image(image, settings, name=name), settings["polarity"])
+        return _measure(*_ink_strength(gray, name, settings["ink_threshold"]))[0]
+
     def get_output_size(self, height: int, width: int, **kwargs) -> tuple[int, int]:
         """Size an image of `height` x `width` is rescaled to (before padding up to the minimum size)."""
         s = self._resolve(kwargs)
@@ -291,19 +323,17 @@ class HMERImageProcessor(BaseImageProcessor):
     # ---- the per-image steps ----
 
     def _normalize(self, gray: np.ndarray, name: str, s: dict) -> np.ndarray:
-        """Polarity, contrast, crop, rescale and minimum padding of one uint8 grey image; float32 in [0, 1]."""
+        """Polarity, contrast, ink normalisation, crop, rescale and minimum padding of one uint8 grey image; float32
+        in [0, 1]."""
         gray = _orient_polarity(gray, s["polarity"])
-        background = int(round(float(np.median(_border(gray)))))
-        strength = gray.astype(np.int16) - background
-        ink = strength > s["ink_threshold"]
-        if not ink.any():
-            raise ValueError(
-                f"{name} looks blank: no pixel differs from the background ({background}) by more than "
-                f"ink_threshold={s['ink_threshold']}"
-            )
+        strength, ink = _ink_strength(gray, name, s["ink_threshold"])
+        peak = int(strength.max())
         if s["normalize_contrast"]:
-            peak = int(strength.max())
             gray = np.clip(np.rint(strength * (255.0 / peak)), 0, 255).astype(np.uint8)
+        if s["normalize_ink"] != "off":
+            redrawn = _normalize_ink(strength, ink, s)
+            if redrawn is not None:
+                gray, ink = redrawn, redrawn > 0
         if s["do_crop"]:
             rows = np.flatnonzero(ink.any(axis=1))
             cols = np.flatnonzero(ink.any(axis=0))
@@ -343,6 +373,65 @@ def _output_size(height: int, width: int, s: dict) -> tuple[int, int]:
         else:
             new_height -= 1
     return new_height, new_width
+
+
+def looks_like_crohme(geometry: InkGeometry) -> bool:
+    """Whether measured ink has the CROHME images' stroke width and writing size (what `normalize_ink="auto"` keeps)."""
+    low_width, high_width = CROHME_STROKE_WIDTHS
+    low_scale, high_scale = CROHME_SCALES
+    return low_width <= geometry.stroke_width <= high_width and low_scale <= geometry.scale <= high_scale
+
+
+def _ink_strength(gray: np.ndarray, name: str, ink_threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Light-ink grey image -> (strength: int16 difference from the border's background level, ink: strength above
+    `ink_threshold`); a ValueError naming the input when there is no ink."""
+    background = int(round(float(np.median(_border(gray)))))
+    strength = gray.astype(np.int16) - background
+    ink = strength > ink_threshold
+    if not ink.any():
+        raise ValueError(
+            f"{name} looks blank: no pixel differs from the background ({background}) by more than "
+            f"ink_threshold={ink_threshold}"
+        )
+    return strength, ink
+
+
+def _measure(strength: np.ndarray, ink: np.ndarray) -> tuple[InkGeometry, np.ndarray, np.ndarray]:
+    """`measure_ink` of the pixels above half the peak strength (within `ink`), and the rows and columns that hold
+    them."""
+    half = ink & (2 * strength.astype(np.int32) > int(strength.max()))
+    rows = np.flatnonzero(half.any(axis=1))
+    cols = np.flatnonzero(half.any(axis=0))
+    return measure_ink(half[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]), rows, cols
+
+
+def _normalize_ink(strength: np.ndarray, ink: np.ndarray, s: dict) -> np.ndarray | None:
+    """Ink at the CROHME geometry: uint8 white-on-black image, binary (0/255), symbols at the CROHME size and strokes
+    redrawn with the CROHME pen; None when `normalize_ink="auto"` finds the ink CROHME-like already.
+
+    `strength` is the image minus its background level (ink positive), `ink` the pixels above `ink_threshold`. The ink
+    is measured (`measure_ink`) on the pixels above half the peak strength, the image is resized by the inverse of
+    the measured writing size (anti-aliased), thresholded at half contrast and redrawn along its skeleton.
+    """
+    geometry, rows, cols = _measure(strength, ink)
+    peak = int(strength.max())
+    if s["normalize_ink"] == "auto" and looks_like_crohme(geometry):
+        return None
+    factor = 1.0 / geometry.scale
+    if s["do_crop"]:
+        # Keep what the crop margin will want, measured in output pixels, plus the pen's overhang.
+        reach = math.ceil((s["crop_margin"] + STROKE_WIDTH) / factor)
+        top, left = max(rows[0] - reach, 0), max(cols[0] - reach, 0)
+        strength = strength[top : rows[-1] + reach + 1, left : cols[-1] + reach + 1]
+    height, width = strength.shape
+    factor = min(factor, math.sqrt(_MAX_NORMALIZED_PIXELS / (height * width)))
+    level = np.clip(np.rint(strength * (255.0 / peak)), 0, 255).astype(np.uint8)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    resized = np.asarray(Image.fromarray(level).resize(size, resample=Image.Resampling.BILINEAR))
+    redrawn = redraw_ink(resized >= 128)
+    if not redrawn.any():  # the ink vanished in the resize (a speck): keep the resized image as it is
+        redrawn = resized >= resized.max() / 2
+    return redrawn.astype(np.uint8) * 255
 
 
 def _border(gray: np.ndarray) -> np.ndarray:
