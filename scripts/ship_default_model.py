@@ -5,7 +5,7 @@
 
 Writes `hmer_hf/pretrained/hmer-comer-crohme/` (or `--out`): the weights as safetensors in `--dtype` (float16 halves
 the wheel; `config.json` still says float32, so `from_pretrained` computes in float32), the processor, tokenizer and
-generation config, `trainer_info.json` (which checkpoint), `eval_results.json` and the model card (`hmer_hf.hub`).
+generation config (the image processor with `normalize_ink="auto"`), `trainer_info.json` (which checkpoint), `eval_results.json` and the model card (`hmer_hf.hub`).
 The remote-code `.py` copies that `save_pretrained` adds are left out: inside the package the registered classes load
 the folder, and `hmer-hf push` adds the current files when it assembles an upload. Check the half-precision copy with
 `hmer-hf evaluate` before committing it (the model card reports what eval_results.json holds, nothing else).
@@ -34,10 +34,13 @@ TRAINING_DATA = (
 )
 
 
-def ship(model_dir: Path, out: Path, dtype: str, eval_results: Path | None) -> Path:
+def ship(model_dir: Path, out: Path, dtype: str, eval_results: Path | None, normalize_ink: str = "auto") -> Path:
     """Write the shipped copy of `model_dir` to `out` (replacing it); returns `out`."""
     model = HMERForConditionalGeneration.from_pretrained(model_dir)
     processor = HMERProcessor.from_pretrained(model_dir)
+    # Trained with "off" (augmented CROHME ink must stay as it is); for users "auto": drawings and scans are brought to
+    # the CROHME geometry, CROHME-style images pass through bit-identical (docs/canvas.md).
+    processor.image_processor.normalize_ink = normalize_ink
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -64,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(hmer_hf.DEFAULT_MODEL))
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
     parser.add_argument("--eval-results", type=Path, default=None, help="eval_results.json to ship with the card")
+    parser.add_argument("--normalize-ink", choices=["off", "auto", "always"], default="auto",
+                        help="the shipped image processor's ink normalisation (docs/canvas.md)")
     args = parser.parse_args(argv)
     if not (args.model_dir / "config.json").is_file():
         print(f"error: {args.model_dir} is not a saved model folder (no config.json)", file=sys.stderr)
         return 2
-    out = ship(args.model_dir, args.out, args.dtype, args.eval_results)
+    out = ship(args.model_dir, args.out, args.dtype, args.eval_results, args.normalize_ink)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"shipped {args.model_dir} -> {out} ({size:.1f} MiB)")
     return 0
