@@ -80,3 +80,19 @@ def test_wheel_contains_the_default_model(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("config.json", "model.safetensors", "processor_config.json", "README.md"):
         assert f"hmer_hf/pretrained/hmer-comer-crohme/{name}" in names, name
+
+
+def test_default_model_reads_our_own_drawn_examples(one_thread):
+    # demo/examples: formulas rendered with the training renderer from strokes written in
+    # scripts/make_demo_examples.py, saved as dark ink on white; not CROHME data.
+    from transformers import pipeline
+
+    expected = {
+        "one_half.png": "\\frac { 1 } { 2 }",
+        "pythagoras.png": "a ^ { 2 } + b ^ { 2 } = c ^ { 2 }",
+        "x_squared_plus_1.png": "x ^ { 2 } + 1",
+        "y_equals_3x_minus_1.png": "y = 3 x - 1",
+    }
+    folder = Path(__file__).resolve().parents[1] / "demo" / "examples"
+    outputs = pipeline("image-to-latex")([str(folder / name) for name in expected], batch_size=4)
+    assert [out["generated_text"] for out in outputs] == list(expected.values())
