@@ -27,37 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hmer_hf.data.inkml import read_inkml  # noqa: E402
 from hmer_hf.data.render import MARGIN, REFERENCE_HEIGHT, STROKE_WIDTH, ink_scale, render_strokes  # noqa: E402
-
-
-def _neighbours(img: np.ndarray) -> list[np.ndarray]:
-    """P2..P9 of the Zhang-Suen paper (clockwise from north) for every pixel of a zero-padded binary image."""
-    p = np.pad(img, 1)
-    h, w = img.shape
-    shifts = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]
-    return [p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in shifts]
-
-
-def skeletonize(ink: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a boolean image to 1-px-wide lines (vectorised; a few passes for 3 px strokes)."""
-    img = ink.astype(np.uint8).copy()
-    while True:
-        changed = False
-        for step in (0, 1):
-            n = _neighbours(img)
-            count = sum(n)
-            seq = n + [n[0]]
-            transitions = sum(((seq[i] == 0) & (seq[i + 1] == 1)).astype(np.uint8) for i in range(8))
-            p2, p4, p6, p8 = n[0], n[2], n[4], n[6]
-            if step == 0:
-                c1, c2 = p2 * p4 * p6, p4 * p6 * p8
-            else:
-                c1, c2 = p2 * p4 * p8, p2 * p6 * p8
-            delete = (img == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (c1 == 0) & (c2 == 0)
-            if delete.any():
-                img[delete] = 0
-                changed = True
-        if not changed:
-            return img.astype(bool)
+from hmer_hf.rendering_hmer import skeletonize  # noqa: E402  (Zhang-Suen thinning)
 
 
 def stroke_width(ink: np.ndarray) -> float:
