@@ -84,6 +84,8 @@ class HMERConfig(PretrainedConfig):
             structure symbols of the CROHME vocabulary); every other non-special token becomes the extra class
             `vocab_size` of the auxiliary head.
         resnet_channels, resnet_blocks: ResNet-18 stage widths and basic blocks per stage (SAN-DA encoder).
+        resnet_pooling: one flag per ResNet stage: whether its 2x2 max-pool runs (`None`: all do, stride 16).
+            `[True, True, True, False]` gives stride 8, for inputs downscaled by 2.
         hidden_size: RNN hidden size and token embedding size (ABM, SAN-DA).
         attention_dim: width of the additive (coverage) attention of the RNN decoders.
         coverage_kernel_sizes, coverage_channels: the coverage convolutions of the RNN attention (ABM's attention
@@ -135,6 +137,7 @@ class HMERConfig(PretrainedConfig):
         # ResNet-18 encoder (SAN-DA)
         resnet_channels: list[int] | tuple[int, ...] = (64, 128, 256, 512),
         resnet_blocks: list[int] | tuple[int, ...] = (2, 2, 2, 2),
+        resnet_pooling: list[bool] | None = None,
         # RNN decoders (ABM, SAN-DA)
         hidden_size: int = 256,
         attention_dim: int = 512,
@@ -205,6 +208,11 @@ class HMERConfig(PretrainedConfig):
         self.skeleton_token_ids = list(skeleton_token_ids) if skeleton_token_ids is not None else None
         self.resnet_channels = list(resnet_channels)
         self.resnet_blocks = list(resnet_blocks)
+        self.resnet_pooling = None if resnet_pooling is None else [bool(p) for p in resnet_pooling]
+        if self.resnet_pooling is not None and len(self.resnet_pooling) != len(self.resnet_blocks):
+            raise ValueError(
+                f"resnet_pooling needs one flag per ResNet stage ({len(self.resnet_blocks)}), got {resnet_pooling}"
+            )
         self.hidden_size = hidden_size
         self.attention_dim = attention_dim
         self.coverage_kernel_sizes = list(coverage_kernel_sizes)

@@ -3,7 +3,8 @@
 Li et al. (2020) set the stride of every ResNet-18 convolution to 1 so that no input pixel is skipped, and downsample
 with max-pooling instead. Layout here: 7x7 stem conv (1 -> C0, stride 1) + BN + ReLU, then for each stage a 2x2
 max-pool (ceil mode) followed by the stage's basic blocks, so the four stages [64, 128, 256, 512] x 2 blocks end at
-stride 16 like the DenseNet encoder (and share its feature-mask grid).
+stride 16 like the DenseNet encoder (and share its feature-mask grid). `config.resnet_pooling` can switch stage
+pools off (stride 8 for half-resolution input, like the DenseNet's `transition_pooling`).
 
 Padding-invariant like the DenseNet: every 3x3/7x7 convolution sees zeros outside each image and padding is zeroed
 before each max-pool (all values are >= 0 after ReLU, so padding never wins), so an image gives the same features
@@ -62,17 +63,19 @@ class ResNetBackbone(nn.Module):
                 width = out
             self.stages.append(stage)
         self.out_channels = width
+        self.pooling = [True] * len(self.stages) if config.resnet_pooling is None else list(config.resnet_pooling)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [B, C, h, w] (zero outside each image) and the mask downsampled alongside ([B, h, w])."""
         m = mask.unsqueeze(1).to(x.dtype)
         x = F.relu(self.stem_norm(self.stem(x * m))) * m
-        for stage in self.stages:
-            # Ceil-mode 2x2 pooling keeps ceil(n/2) positions, exactly what [0::2] keeps of the mask.
-            x = F.max_pool2d(x, 2, ceil_mode=True)
-            mask = mask[:, 0::2, 0::2]
-            m = mask.unsqueeze(1).to(x.dtype)
-            x = x * m
+        for stage, pool in zip(self.stages, self.pooling):
+            if pool:
+                # Ceil-mode 2x2 pooling keeps ceil(n/2) positions, exactly what [0::2] keeps of the mask.
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+                mask = mask[:, 0::2, 0::2]
+                m = mask.unsqueeze(1).to(x.dtype)
+                x = x * m
             for block in stage:
                 x = block(x, m)
         return x, mask

@@ -242,3 +242,33 @@ def test_normalize_ink_setting():
     assert normalised.size < plain.size / 4
     with pytest.raises(ValueError, match="blank"):
         processor.process_image(np.zeros((30, 30), np.uint8), normalize_ink="auto")
+
+
+# ---- canvas restyling as a training augmentation ----
+
+
+def test_canvas_restyle_augmentation_and_the_processor_bring_it_back(crohme_dir):
+    from hmer_hf.data import build_augmentation
+    from hmer_hf.data.restyle import CanvasRestyle
+
+    image = crohme_image(crohme_dir, "RIT_2014_100")
+    always = build_augmentation("none", seed=3, canvas_prob=1.0)
+    assert [type(t).__name__ for t in always.transforms] == ["CanvasRestyle"]
+    drawn = always.augment_image(image)
+    assert drawn.mode == "RGB" and np.median(np.asarray(drawn)) >= 215  # dark ink on a light page
+    # the processor's ink normalisation maps it back near the original ink
+    processor = HMERImageProcessor(normalize_ink="auto")
+    back = processor(drawn, return_tensors="np")["pixel_values"][0, 0] > 0.5
+    original = processor(image, return_tensors="np")["pixel_values"][0, 0] > 0.5
+    assert aligned_ink_iou(back, original, tolerance=2) > 0.6
+    # p = 0 never restyles; p in between restyles about that share; no ink passes through
+    rng = np.random.default_rng(0)
+    assert CanvasRestyle(0.0)(image, rng) is image
+    share = np.mean([CanvasRestyle(0.3)(image, rng).mode == "RGB" for _ in range(60)])
+    assert 0.1 < share < 0.5
+    blank = Image.new("L", (40, 30), 0)
+    assert CanvasRestyle(1.0)(blank, rng) is blank
+    with pytest.raises(ValueError, match="p must be in"):
+        CanvasRestyle(1.5)
+    comer = build_augmentation("comer", canvas_prob=0.25)
+    assert [type(t).__name__ for t in comer.transforms] == ["RandomScale", "CanvasRestyle"]

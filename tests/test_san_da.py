@@ -3,6 +3,7 @@ embedding fed back with the context."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hmer_hf import HMERConfig, HMERForConditionalGeneration
@@ -123,3 +124,14 @@ def test_san_da_is_left_to_right_only():
     out = model(pixel_values=pixels, pixel_mask=mask, labels=torch.tensor([[10, 11]]))
     assert out.logits.shape[0] == 1
     assert isinstance(model, HMERForConditionalGeneration) and not hasattr(model, "r2l_decoder")
+
+
+def test_resnet_pooling_sets_the_stride():
+    pixels = torch.rand(1, 1, 64, 160)
+    with torch.no_grad():
+        full = tiny_preset("san-da", seed=2).encoder(pixels).last_hidden_state
+        half = tiny_preset("san-da", seed=2, resnet_pooling=[True, True, True, False]).encoder(pixels)
+    assert full.shape[1:3] == (4, 10) and half.last_hidden_state.shape[1:3] == (8, 20)
+    assert half.feature_mask.shape[1:] == (8, 20)
+    with pytest.raises(ValueError, match="one flag per ResNet stage"):
+        HMERConfig.from_preset("san-da", resnet_pooling=[True])

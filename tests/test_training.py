@@ -70,7 +70,8 @@ def read_log(run_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize(
     "name",
-    ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "comer_crohme_cpu.yaml", "abm_crohme.yaml", "tiny_smoke.yaml"],
+    ["comer_crohme.yaml", "comer_crohme_adamw.yaml", "comer_crohme_cpu.yaml", "comer_crohme_cpu_continue.yaml",
+     "compare_presets.yaml", "abm_crohme.yaml", "tiny_smoke.yaml"],
 )
 def test_shipped_configs_load_and_build(name):
     from hmer_hf import HMERConfig, HMERForConditionalGeneration
@@ -293,3 +294,28 @@ def test_loss_parts_of_a_member_are_logged(tmp_path, crohme_or_none):
     assert all("mutual_kl_loss" not in line for line in train_lines)
     for line in train_lines:  # loss = ce + 1.0 * skeleton (averaged over the same batches)
         assert abs(line["loss"] - (line["ce_loss"] + line["skeleton_loss"])) < 1e-4
+
+
+def test_fine_tuning_with_canvas_restyling_sets_the_processor(tmp_path, crohme_or_none):
+    """init_from + model.image_processor settings: the saved processor carries them; canvas restyling needs ink
+    normalisation and says so."""
+    data, _ = caption_folder(tmp_path / "data", crohme_or_none, 4)
+    base = tmp_path / "base"
+    common = ("--set", f"data.train={data}", "data.validation=null", "train.max_steps=1", "train.progress=false")
+    proc = run_train("--output-dir", str(base), *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((base / "last" / "processor_config.json").read_text())["image_processor"]["normalize_ink"] == "off"
+
+    refused = run_train("--output-dir", str(tmp_path / "refused"), *common, f"model.init_from={base / 'last'}",
+                        "data.canvas_prob=0.5")
+    assert refused.returncode != 0 and "normalize_ink" in refused.stderr
+
+    tuned = tmp_path / "tuned"
+    proc = run_train("--output-dir", str(tuned), *common, f"model.init_from={base / 'last'}", "data.canvas_prob=0.5",
+                     "model.image_processor.normalize_ink=auto")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((tuned / "last" / "processor_config.json").read_text())["image_processor"]
+    assert saved["normalize_ink"] == "auto"
+    bad = run_train("--output-dir", str(tmp_path / "bad"), *common, f"model.init_from={base / 'last'}",
+                    "model.image_processor.no_such_setting=1")
+    assert bad.returncode != 0 and "no_such_setting" in bad.stderr

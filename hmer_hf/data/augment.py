@@ -11,6 +11,9 @@ Presets ([`build_augmentation`]):
 - `"comer"`: CoMER's scale augmentation, k ~ U(0.7, 1.4), image resized by k (bilinear), nothing else.
 - `"san"`: [`RandomScalePad`], the "random rescale then pad" rule documented on that class.
 - `"handwriting"`: stroke-width jitter, small rotation/shear, then CoMER's scale augmentation.
+
+Any preset can end with [`hmer_hf.data.restyle.CanvasRestyle`] (`canvas_prob` > 0): that share of the images become
+canvas drawings (dark, thick, anti-aliased ink on a light page at another scale) for a processor that normalises ink.
 """
 
 from __future__ import annotations
@@ -254,8 +257,14 @@ class HMERAugmentation:
 AUGMENTATION_PRESETS = ("comer", "san", "handwriting", "none")
 
 
-def build_augmentation(preset: str = "handwriting", seed: int | None = None) -> HMERAugmentation:
-    """A ready [`HMERAugmentation`] for a named preset: "comer", "san", "handwriting" or "none" (identity)."""
+def build_augmentation(preset: str = "handwriting", seed: int | None = None, canvas_prob: float = 0.0) -> HMERAugmentation:
+    """A ready [`HMERAugmentation`] for a named preset: "comer", "san", "handwriting" or "none" (identity), followed
+    by canvas restyling of a `canvas_prob` share of the images when that is above 0."""
+    if canvas_prob > 0:
+        from .restyle import CanvasRestyle  # restyle imports this module
+
+        base = build_augmentation(preset, seed)
+        return HMERAugmentation([*base.transforms, CanvasRestyle(canvas_prob)], seed=seed)
     if preset == "comer":
         transforms = [RandomScale(0.7, 1.4)]
     elif preset == "san":

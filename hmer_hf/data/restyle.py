@@ -33,7 +33,7 @@ from .augment import has_dark_background
 
 __all__ = [
     "RestyleParams", "sample_restyle_params", "restyle_image", "restyle", "restyle_dataset", "aligned_ink_iou",
-    "ink_mask",
+    "ink_mask", "CanvasRestyle",
 ]  # fmt: skip
 
 BRUSH_RANGE = (6.0, 12.0)  # px at the original scale (the canonical pen is ~3.8 px)
@@ -155,6 +155,37 @@ def restyle(
     size = image.size[::-1] if isinstance(image, Image.Image) else np.shape(image)[:2]
     params = replace(params, supersample=_supersample(size, params))  # record the grid actually used
     return restyle_image(image, params), params
+
+
+class CanvasRestyle:
+    """
+    Training augmentation: with probability p, an image becomes a canvas drawing ([`restyle_image`] with parameters
+    from [`sample_restyle_params`] on the augmentation's generator).
+
+    Used with an image processor whose `normalize_ink` is "auto" (or "always"), it trains the model on exactly what
+    the processor makes of canvas input at inference (docs/canvas.md); the same processor leaves the other, CROHME-like
+    images unchanged. An image without ink is passed through.
+    """
+
+    def __init__(self, p: float = 0.25, brush_range: tuple[float, float] = BRUSH_RANGE,
+                 scale_range: tuple[float, float] = SCALE_RANGE):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"CanvasRestyle: p must be in [0, 1], got {p}")
+        self.p, self.brush_range, self.scale_range = p, tuple(brush_range), tuple(scale_range)
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """Restyle with probability p."""
+        if rng.random() >= self.p:
+            return image
+        params = sample_restyle_params(rng, self.brush_range, self.scale_range)
+        params = replace(params, supersample=_supersample(image.size[::-1], params))
+        try:
+            return restyle_image(image, params)
+        except ValueError:  # no ink: nothing to restyle
+            return image
+
+    def __repr__(self) -> str:
+        return f"CanvasRestyle(p={self.p}, brush_range={self.brush_range}, scale_range={self.scale_range})"
 
 
 def restyle_dataset(dataset, seed: int, num_proc: int | None = None):

@@ -51,6 +51,9 @@ class DataConfig:
     # 181 of the 8,835 canonical train captions differ from it only in that.
     test_script_order: bool = False
     augmentation: str = "comer"  # a hmer_hf.data.build_augmentation preset: comer, handwriting, san, none
+    # Share of training images restyled as canvas drawings after the augmentation (hmer_hf.data.restyle.CanvasRestyle);
+    # needs model.image_processor.normalize_ink "auto" or "always" so the processor brings them back to CROHME ink.
+    canvas_prob: float = 0.0
     num_workers: int = 0  # DataLoader worker processes
     num_proc: int = 1  # processes for rendering InkML when the data is an unprepared CROHME/InkML folder
 

@@ -156,11 +156,11 @@ def to_test_script_order(dataset):
     return dataset.map(lambda row: {"latex": convert(row["latex"])}, desc="labels to test script order")
 
 
-def build_augmentation_for(name: str | None) -> BatchSeededAugmentation | None:
-    """The configured augmentation preset as a batch-seeded augmentation (None for "none")."""
-    if not name or name == "none":
+def build_augmentation_for(name: str | None, canvas_prob: float = 0.0) -> BatchSeededAugmentation | None:
+    """The configured augmentation preset (+ canvas restyling) as a batch-seeded augmentation (None for nothing)."""
+    if (not name or name == "none") and canvas_prob <= 0:
         return None
-    base = build_augmentation(name)
+    base = build_augmentation(name or "none", canvas_prob=canvas_prob)
     return BatchSeededAugmentation(base.transforms, enabled=base.enabled)
 
 
@@ -175,6 +175,10 @@ def build_processor_and_model(cfg: TrainingConfig, train_dataset):
 
     if cfg.model.init_from:
         processor = HMERProcessor.from_pretrained(cfg.model.init_from)
+        for key, value in cfg.model.image_processor.items():  # configured settings win over the saved ones
+            if not hasattr(processor.image_processor, key):
+                raise ValueError(f"model.image_processor: HMERImageProcessor has no setting {key!r}")
+            setattr(processor.image_processor, key, value)
         model = HMERForConditionalGeneration.from_pretrained(cfg.model.init_from, **cfg.model.overrides)
         return processor, model
     if cfg.model.vocab_from_data:
@@ -336,12 +340,19 @@ class Trainer:
             self.val_dataset = load_split(cfg.data.validation, cfg.data.validation_split, cfg.data.validation_limit,
                                           num_proc=cfg.data.num_proc, verbose=verbose)
         self.processor, model = build_processor_and_model(cfg, self.train_dataset)
+        if cfg.data.canvas_prob > 0 and self.processor.image_processor.normalize_ink == "off":
+            raise ValueError(
+                "data.canvas_prob > 0 restyles training images as canvas drawings, which only a processor with "
+                "ink normalisation brings back to CROHME ink: set model.image_processor.normalize_ink to auto"
+            )
 
         self.sampler = PixelBudgetBatchSampler.from_dataset(
             self.train_dataset, cfg.train.max_pixels, max_batch_size=cfg.train.max_batch_size, shuffle=True,
             seed=cfg.train.seed, num_replicas=acc.num_processes,
         )
-        self.collator = HMERCollator(self.processor, build_augmentation_for(cfg.data.augmentation), cfg.train.seed)
+        self.collator = HMERCollator(
+            self.processor, build_augmentation_for(cfg.data.augmentation, cfg.data.canvas_prob), cfg.train.seed
+        )
         train_loader = DataLoader(
             IndexedRows(self.train_dataset), batch_sampler=self.sampler, collate_fn=self.collator,
             num_workers=cfg.data.num_workers,
