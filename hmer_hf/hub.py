@@ -38,7 +38,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,19 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 class HubError(RuntimeError):
     """A push that failed for a reason outside this package (network, authentication, refused by the Hub)."""
+
+
+def exit_code_of(action: Callable[[], int], repo_id: str | None) -> int:
+    """Run a command-line push/export action and return its exit code: bad input (a missing or existing file, a bad
+    value) is one `error:` line on stderr and 2, a failed push (`HubError`) one line naming the repo and 1."""
+    try:
+        return action()
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except HubError as e:
+        print(f"error: push to {repo_id} failed: {e}", file=sys.stderr)
+        return 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -729,30 +742,27 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run and args.output is None:
         print("error: --dry-run needs --output DIR (the folder to write)", file=sys.stderr)
         return 2
-    try:
-        check_repo_id(args.repo_id)
-        config = _read_json(Path(args.model_dir) / "config.json") if (Path(args.model_dir) / "config.json").is_file() \
-            else {}
-        extra = [eval_result_from_metrics(path, dataset=args.metrics_dataset, split=args.metrics_split,
-                                          model_config=config) for path in args.metrics]
-        with tempfile.TemporaryDirectory(prefix="hmer-hf-push-") as tmp:
-            folder = args.output if args.output is not None else Path(tmp) / "upload"
-            files = build_upload_folder(
-                args.model_dir, folder, repo_id=args.repo_id, extra_eval_results=extra, license=args.license,
-                datasets=args.datasets, tags=args.tags, training_data=args.training_data,
-            )
-            if args.dry_run:
-                print(f"wrote {folder}: {len(files)} files ({', '.join(files)})")
-                return 0
-            print(f"uploading {len(files)} files to {args.repo_id}: {', '.join(files)}")
-            url = push_folder(folder, args.repo_id, private=args.private, token=args.token, revision=args.revision,
-                              commit_message=args.commit_message)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except HubError as e:
-        print(f"error: push to {args.repo_id} failed: {e}", file=sys.stderr)
-        return 1
+    return exit_code_of(lambda: _push_model(args), args.repo_id)
+
+
+def _push_model(args: argparse.Namespace) -> int:
+    check_repo_id(args.repo_id)
+    config = _read_json(Path(args.model_dir) / "config.json") if (Path(args.model_dir) / "config.json").is_file() \
+        else {}
+    extra = [eval_result_from_metrics(path, dataset=args.metrics_dataset, split=args.metrics_split,
+                                      model_config=config) for path in args.metrics]
+    with tempfile.TemporaryDirectory(prefix="hmer-hf-push-") as tmp:
+        folder = args.output if args.output is not None else Path(tmp) / "upload"
+        files = build_upload_folder(
+            args.model_dir, folder, repo_id=args.repo_id, extra_eval_results=extra, license=args.license,
+            datasets=args.datasets, tags=args.tags, training_data=args.training_data,
+        )
+        if args.dry_run:
+            print(f"wrote {folder}: {len(files)} files ({', '.join(files)})")
+            return 0
+        print(f"uploading {len(files)} files to {args.repo_id}: {', '.join(files)}")
+        url = push_folder(folder, args.repo_id, private=args.private, token=args.token, revision=args.revision,
+                          commit_message=args.commit_message)
     print(f"pushed {args.model_dir} to {args.repo_id}: {url}")
     return 0
 

@@ -62,24 +62,9 @@ def train_samples_per_second(run_dir: Path) -> float | None:
     return samples / seconds if seconds else None
 
 
-def count_parameters(model_dir: Path) -> int:
-    """Number of parameters of a saved model (from its safetensors header: no weights loaded)."""
-    from safetensors import safe_open
-
-    total = 0
-    for path in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
-                shape = f.get_slice(name).get_shape()
-                n = 1
-                for d in shape:
-                    n *= d
-                total += n
-    return total
-
-
 def compare(args: argparse.Namespace) -> list[dict]:
     from hmer_hf import HMERConfig
+    from hmer_hf.hub import count_parameters
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

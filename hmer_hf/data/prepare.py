@@ -15,7 +15,7 @@ from pathlib import Path
 
 import datasets
 
-from ..hub import HubError, add_hub_arguments, check_repo_id
+from ..hub import add_hub_arguments, check_repo_id, exit_code_of
 from .builders import LAYOUTS, SKIP_REPORT_FILE, detect_layout, prepare_dataset
 from .export import CROHME_LICENSE, export_dataset, push_dataset
 from .report import SkipReport
@@ -101,21 +101,18 @@ def share(
     `--output` when given). Returns the exit code."""
     card = {"source": source, "layout": layout, "license": args.license, "skipped": report,
             "progress": not args.no_progress}
-    try:
+
+    def export_or_push() -> int:
         if args.dry_run:
             files = export_dataset(dataset, args.output, repo_id=args.push, **card)
             print(f"wrote {args.output}: {len(files)} files ({', '.join(files)})")
             return 0
         url = push_dataset(dataset, args.push, private=args.private, token=args.token, output_dir=args.output,
                            **card)
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except HubError as e:
-        print(f"error: push to {args.push} failed: {e}", file=sys.stderr)
-        return 1
-    print(f"pushed {args.out} to {args.push}: {url}")
-    return 0
+        print(f"pushed {args.out} to {args.push}: {url}")
+        return 0
+
+    return exit_code_of(export_or_push, args.push)
 
 
 def main(argv: list[str] | None = None) -> int:
