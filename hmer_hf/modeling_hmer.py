@@ -265,20 +265,26 @@ class AttentionRefinementModule(nn.Module):
         if self.self_coverage:
             maps.append(curr_attn)
         stacked = torch.cat(maps, dim=1)  # [B, C, T, L]
-        coverage = stacked.cumsum(dim=2) - stacked
-        new_sum = stacked.sum(dim=2)
+        if stacked.shape[2] == 1:  # one step (incremental decoding): no earlier step in this call
+            coverage, new_sum = torch.zeros_like(stacked), stacked[:, :, 0]
+        else:
+            coverage = stacked.cumsum(dim=2) - stacked
+            new_sum = stacked.sum(dim=2)
         if past_sum is not None:
             coverage = coverage + past_sum.unsqueeze(2)
             new_sum = new_sum + past_sum
         b, c, t, _ = coverage.shape
         h, w = valid.shape[1:]
-        coverage = coverage.permute(0, 2, 1, 3).reshape(b * t, c, h, w)
+        # Channels-last: the 5x5 convolution over B*T coverage maps is most of beam-search time; on CPU it runs ~2x
+        # faster in this layout (and the ops after it keep the layout).
+        coverage = coverage.permute(0, 2, 3, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)  # one copy, into NHWC
         valid_bt = valid.unsqueeze(1).expand(b, t, h, w).reshape(b * t, h, w)
-        out = F.relu(self.conv(coverage))
+        out = F.relu(self.conv(coverage), inplace=True)
         if self.cbam is not None:
             out = self.cbam(out, valid_bt)
-        out = out.masked_fill(~valid_bt.unsqueeze(1), 0.0)
-        out = self.norm(self.proj(out), valid_bt)
+        # Zero the padding. The 1x1 projection has no bias, so masking its (fewer) output channels is the same thing.
+        out = self.proj(out) * valid_bt.unsqueeze(1).to(out.dtype)
+        out = self.norm(out, valid_bt)
         out = out.reshape(b, t, -1, h * w).permute(0, 2, 1, 3)
         return out, new_sum
 
@@ -301,8 +307,13 @@ class HMERDecoderCache:
         return self.seen_tokens
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Select batch rows (beam search keeps the states of the surviving beams)."""
-        for store in (self.self_k, self.self_v, self.cross_k, self.cross_v, self.coverage):
+        """Select batch rows (beam search keeps the states of the surviving beams).
+
+        The cross-attention keys/values are not reordered: they come from the image features, which `generate()`
+        repeats for each beam, and beam search only ever picks among the beams of the same image, so every row of a
+        beam group already holds the same keys/values (reordering them was ~1/5 of beam-search time on CPU).
+        """
+        for store in (self.self_k, self.self_v, self.coverage):
             for i, t in enumerate(store):
                 if t is not None:
                     store[i] = t.index_select(0, beam_idx.to(t.device))
@@ -435,7 +446,9 @@ class HMERTransformerDecoder(nn.Module):
                 ck, cv = cache.cross_k[i], cache.cross_v[i]
             else:
                 ca = layer.cross_attn
-                ck, cv = ca.split(ca.k_proj(memory_flat)), ca.split(ca.v_proj(memory_flat))
+                # Contiguous once here, so the per-step products do not copy the (large) keys/values again.
+                ck = ca.split(ca.k_proj(memory_flat)).contiguous()
+                cv = ca.split(ca.v_proj(memory_flat)).contiguous()
                 if cache is not None:
                     cache.cross_k[i], cache.cross_v[i] = ck, cv
             arm = self.arm if i > 0 else None

@@ -64,6 +64,11 @@ class MaskedBatchNorm2d(nn.Module):
         self.bn = nn.BatchNorm1d(num_features)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        bn = self.bn
+        if not self.training and bn.running_mean is not None:
+            # Running statistics: a per-channel affine map, so apply it everywhere and zero the padding (no gather).
+            out = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            return out * valid.unsqueeze(1).to(out.dtype)
         flat = x.permute(0, 2, 3, 1)  # [N, h, w, C]
         out = torch.zeros_like(flat)
         out[valid] = self.bn(flat[valid]).to(out.dtype)

@@ -112,6 +112,37 @@ def test_cached_generate_equals_uncached():
     assert torch.equal(cached, uncached)
 
 
+def test_cached_beam_search_equals_uncached():
+    """Beam search reorders the cache (but not the cross-attention keys/values, identical within a beam group):
+    it must find exactly what full-prefix decoding without a cache finds."""
+    model = tiny_model()
+    pixels, mask = random_batch(3)
+    kwargs = dict(max_new_tokens=10, num_beams=4, num_return_sequences=4, bidirectional_rescoring=False)
+    cached = model.generate(pixels, pixel_mask=mask, **kwargs)
+    uncached = model.generate(pixels, pixel_mask=mask, use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+
+
+def test_masked_batch_norm_eval_equals_normalising_valid_pixels_only():
+    from hmer_hf.modeling_hmer_layers import MaskedBatchNorm2d
+
+    g = torch.Generator().manual_seed(0)
+    norm = MaskedBatchNorm2d(4)
+    norm.bn.running_mean.copy_(torch.randn(4, generator=g))
+    norm.bn.running_var.copy_(torch.rand(4, generator=g) + 0.5)
+    norm.bn.weight.data.copy_(torch.randn(4, generator=g))
+    norm.bn.bias.data.copy_(torch.randn(4, generator=g))
+    x = torch.randn(3, 4, 5, 6, generator=g)
+    valid = torch.rand(3, 5, 6, generator=g) > 0.3
+    norm.eval()
+    out = norm(x, valid)
+    bn = norm.bn
+    expected = (x - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+    expected = (expected * bn.weight[:, None, None] + bn.bias[:, None, None]) * valid[:, None]
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert (out.permute(0, 2, 3, 1)[~valid] == 0).all()
+
+
 def test_greedy_generate_equals_manual_argmax_loop():
     model = tiny_model(seed=3)
     pixels, mask = random_batch(2, seed=3)
