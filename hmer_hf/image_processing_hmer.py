@@ -20,7 +20,7 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
-from .rendering_hmer import STROKE_WIDTH, InkGeometry, measure_ink, redraw_ink
+from .rendering_hmer import STROKE_WIDTH, InkGeometry, measure_ink, thin_ink
 from .rendering_hmer import render_strokes as render_ink
 
 logger = logging.get_logger(__name__)
@@ -411,7 +411,8 @@ def _normalize_ink(strength: np.ndarray, ink: np.ndarray, s: dict) -> np.ndarray
 
     `strength` is the image minus its background level (ink positive), `ink` the pixels above `ink_threshold`. The ink
     is measured (`measure_ink`) on the pixels above half the peak strength, the image is resized by the inverse of
-    the measured writing size (anti-aliased), thresholded at half contrast and redrawn along its skeleton.
+    the measured writing size (anti-aliased), thresholded at half contrast and brought to the CROHME stroke width
+    (`thin_ink`: thick ink eroded, thin ink redrawn along its skeleton).
     """
     geometry, rows, cols = _measure(strength, ink)
     peak = int(strength.max())
@@ -428,7 +429,7 @@ def _normalize_ink(strength: np.ndarray, ink: np.ndarray, s: dict) -> np.ndarray
     level = np.clip(np.rint(strength * (255.0 / peak)), 0, 255).astype(np.uint8)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     resized = np.asarray(Image.fromarray(level).resize(size, resample=Image.Resampling.BILINEAR))
-    redrawn = redraw_ink(resized >= 128)
+    redrawn = thin_ink(resized >= 128)
     if not redrawn.any():  # the ink vanished in the resize (a speck): keep the resized image as it is
         redrawn = resized >= resized.max() / 2
     return redrawn.astype(np.uint8) * 255

@@ -10,8 +10,8 @@ out of that mean, so the rule measures the height of the written characters.
 
 The second half of the file goes the other way, for ink that only exists as an image (a canvas drawing, a scan):
 `measure_ink` estimates its stroke width and writing size from the pixels, so that the image processor can rescale it
-to the CROHME size, and `redraw_ink` redraws it with the CROHME pen (thinning to a skeleton, then the pen at every
-skeleton pixel). docs/canvas.md has the rule and its measured errors.
+to the CROHME size, and `thin_ink` brings its strokes to the CROHME width (eroding thick ink; thin ink is redrawn
+by `redraw_ink` with the CROHME pen along its skeleton). docs/canvas.md has the rules and their measured effect.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "render_strokes", "ink_scale", "as_traces", "REFERENCE_HEIGHT", "STROKE_WIDTH", "MARGIN",
-    "InkGeometry", "measure_ink", "redraw_ink", "skeletonize", "connected_components", "stroke_width",
+    "InkGeometry", "measure_ink", "thin_ink", "redraw_ink", "skeletonize", "connected_components", "stroke_width",
     "CANONICAL_SYMBOL_HEIGHT", "CANONICAL_STROKE_WIDTH",
 ]  # fmt: skip
 
@@ -346,6 +346,30 @@ def _pen_offsets(diameter: float) -> list[tuple[int, int]]:
     reach = int(diameter // 2) + 1
     r2 = (diameter / 2) ** 2
     return [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1) if dy * dy + dx * dx <= r2]
+
+
+def thin_ink(ink: np.ndarray, width: float = CANONICAL_STROKE_WIDTH) -> np.ndarray:
+    """Boolean ink brought to a stroke width of about `width` pixels (the canonical CROHME ink's by default).
+
+    Ink thicker than `width` (measured by [`stroke_width`]) is eroded by a disc of radius (w - width) / 2: a pixel
+    stays ink when every pixel centre within that radius is ink. A brush of constant width thins to the target width
+    and keeps every shape it drew, including the ones a thick brush spoils (a loop it filled stays a blot, two
+    strokes it merged stay one thick stroke) that thinning to a skeleton would turn into lines with spurs. Ink at or
+    below `width` is redrawn with the CROHME pen along its skeleton ([`redraw_ink`]).
+    """
+    ink = np.asarray(ink, dtype=bool)
+    measured = stroke_width(ink)
+    if measured <= width:
+        return redraw_ink(ink)
+    reach = (measured - width) / 2
+    offsets = _pen_offsets(2 * reach)
+    pad = int(reach) + 1
+    padded = np.pad(ink, pad)  # outside the image is background
+    height, img_width = ink.shape
+    out = ink.copy()
+    for dy, dx in offsets:
+        out &= padded[pad + dy : pad + dy + height, pad + dx : pad + dx + img_width]
+    return out
 
 
 def redraw_ink(ink: np.ndarray, pen_width: float = STROKE_WIDTH) -> np.ndarray:

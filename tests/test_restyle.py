@@ -6,7 +6,7 @@ from collections import deque
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from hmer_hf.data.render import render_strokes
 from hmer_hf.data.restyle import RestyleParams, aligned_ink_iou, ink_mask, restyle, restyle_image
@@ -16,6 +16,7 @@ from hmer_hf.rendering_hmer import (
     connected_components,
     measure_ink,
     redraw_ink,
+    thin_ink,
     skeletonize,
     stroke_width,
 )
@@ -99,6 +100,33 @@ def test_measure_ink_reads_the_size_of_rendered_ink():
     assert one.scale == pytest.approx(1.0, abs=0.15)
     assert two.scale / one.scale == pytest.approx(2.0, rel=0.1)
     assert two.stroke_width / one.stroke_width == pytest.approx(2.0, rel=0.15)
+
+
+def test_thin_ink_erodes_thick_ink_by_a_disc_and_keeps_filled_shapes():
+    image = Image.new("L", (160, 90), 0)
+    draw = ImageDraw.Draw(image)
+    draw.line((10, 70, 150, 70), fill=255, width=11)  # two bars 11 px thick
+    draw.line((10, 40, 150, 40), fill=255, width=11)
+    draw.ellipse((20, 5, 37, 22), fill=255)  # a loop the brush filled: a blot
+    ink = np.asarray(image) > 127
+    thin = thin_ink(ink)
+    assert thin.sum() < ink.sum() and not (thin & ~ink).any()  # only removes ink
+    # The definition: a pixel stays when every pixel centre within (w - 3.6) / 2 of it is ink (outside = background).
+    reach = (stroke_width(ink) - CANONICAL_STROKE_WIDTH) / 2
+    ys, xs = np.nonzero(ink)
+    for y, x in list(zip(ys.tolist(), xs.tolist()))[::37]:
+        expected = all(
+            0 <= y + dy < ink.shape[0] and 0 <= x + dx < ink.shape[1] and ink[y + dy, x + dx]
+            for dy in range(-8, 9) for dx in range(-8, 9) if dy * dy + dx * dx <= reach * reach
+        )  # fmt: skip
+        assert thin[y, x] == expected, (y, x)
+    bar_rows = np.flatnonzero(thin[:, 80])
+    assert bar_rows.size == 6 and set(bar_rows) >= {40, 70}  # each bar is now about the CROHME pen wide
+    assert thin[13, 20:38].sum() >= 8  # the blot keeps its body (a skeleton would keep a point or a line)
+    # Ink no thicker than the target is redrawn along its skeleton with the CROHME pen instead.
+    hair = np.zeros((40, 60), bool)
+    hair[20, 5:55] = True
+    assert np.array_equal(thin_ink(hair), redraw_ink(hair))
 
 
 def test_redraw_gives_the_crohme_pen(crohme_dir):
@@ -203,12 +231,13 @@ def test_always_redraws_canonical_images_nearly_unchanged(crohme_dir):
 
 def test_processed_restyled_image_matches_its_canonical_original(crohme_dir):
     # Ink height of the processed restyled image over that of the processed original, and their 1 px tolerant ink
-    # agreement after aligning the ink boxes. Measured here: height 0.72-1.00 with normalize_ink="auto", 0.71-2.88
-    # without; agreement 0.72-0.95 (mean 0.86). Over all 986 restyled images: height median 0.89, 71% within 20%;
-    # agreement median 0.82 (docs/canvas.md).
+    # agreement after aligning the ink boxes. Measured here with the eroding normalisation (thin_ink): height
+    # 0.72-1.09 with normalize_ink="auto"; agreement 0.90-0.99 (0.72-0.95 when the ink was redrawn along its
+    # skeleton); output stroke width read 3.7-5.2 px (the thinned ink keeps the blots a thick brush makes, which read
+    # wider than strokes). docs/canvas.md has the 986-image numbers.
     auto = HMERImageProcessor(normalize_ink="auto")
     off = HMERImageProcessor()
-    heights_auto, heights_off, agreements = [], [], []
+    heights_auto, heights_off, agreements, widths = [], [], [], []
     for name in NAMES[:6]:
         image = crohme_image(crohme_dir, name)
         reference = off.process_image(image)
@@ -217,14 +246,16 @@ def test_processed_restyled_image_matches_its_canonical_original(crohme_dir):
             drawn = restyle_image(image, params)
             normalised, plain = auto.process_image(drawn), off.process_image(drawn)
             assert set(np.unique(normalised)) <= {0.0, 1.0}
-            assert stroke_width(normalised > 0.5) == pytest.approx(CANONICAL_STROKE_WIDTH, abs=0.5)
+            widths.append(stroke_width(normalised > 0.5))
             assert stroke_width(plain > 0.5) > 5  # without normalisation the brush stays
             heights_auto.append(ink_height(normalised) / ink_height(reference))
             heights_off.append(ink_height(plain) / ink_height(reference))
             agreements.append(aligned_ink_iou(normalised > 0.5, reference > 0.5, tolerance=1))
     assert all(0.65 <= h <= 1.3 for h in heights_auto), heights_auto
     assert np.mean(np.abs(np.log(heights_auto))) < 0.5 * np.mean(np.abs(np.log(heights_off)))
-    assert min(agreements) > 0.65 and np.mean(agreements) > 0.8, agreements
+    assert min(agreements) > 0.85 and np.mean(agreements) > 0.93, agreements
+    assert all(CANONICAL_STROKE_WIDTH - 0.5 <= w <= CANONICAL_STROKE_WIDTH + 2.0 for w in widths), widths
+    assert np.median(widths) < CANONICAL_STROKE_WIDTH + 1.0, widths
 
 
 def test_normalize_ink_setting():
