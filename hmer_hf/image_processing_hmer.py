@@ -74,8 +74,9 @@ class HMERImageProcessor(BaseImageProcessor):
     kept, only when the image breaks a limit (scale matters: the models are trained on ~3 px strokes at CROHME's
     fixed scale); (6) pad up to the minimum size. With `normalize_ink` on, ink that does not look like the CROHME
     images (a canvas drawing, a scan: other pen widths, other writing sizes) is first brought to their geometry
-    between steps (3) and (4): rescaled so that the symbols have the CROHME size, then redrawn along its skeleton with
-    the CROHME pen (binary, 3.25 px), so that `scale` and the limits then act on CROHME-style ink.
+    between steps (3) and (4): rescaled so that the symbols have the CROHME size, then brought to the CROHME stroke
+    width (binary; thick ink eroded by a disc, thin ink redrawn along its skeleton with the 3.25 px CROHME pen), so
+    that `scale` and the limits then act on CROHME-style ink.
     The batch is then zero-padded bottom/right to its largest height and width.
 
     Args:
