@@ -14,7 +14,8 @@ expressions (1-5 and 6-10 reference tokens, greedy), parameters, training sample
 time spent validating and saving excluded) and decoding ms/expression (batched greedy evaluation, 1/throughput).
 
 A preset whose training or evaluation fails is reported as failed in the table; the others go on. Finished steps are
-reused when the script is run again (delete OUT/<preset> to redo one).
+reused when the script is run again, and an interrupted training continues from its newest checkpoint (delete
+OUT/<preset> to redo one).
 
     python scripts/compare_presets.py --max-steps 400                 # all presets, CPU budget
     python scripts/compare_presets.py --presets comer,abm --max-steps 4000 --out runs/compare_gpu
@@ -76,7 +77,8 @@ def compare(args: argparse.Namespace) -> list[dict]:
         row: dict = {"preset": preset, "status": "ok"}
         encoder = HMERConfig.from_preset(preset).encoder_type
         if not (model_dir / "config.json").exists():
-            cmd = ["hmer-hf", "train", args.config, "--set", f"model.preset={preset}", ENCODER_OVERRIDES[encoder],
+            # --resume: an interrupted run continues from its newest checkpoint (a new one starts from scratch).
+            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}", ENCODER_OVERRIDES[encoder],
                    f"train.output_dir={run_dir}", f"train.max_steps={args.max_steps}", "data.validation=null",
                    *args.set]
             run_dir.mkdir(parents=True, exist_ok=True)
