@@ -78,9 +78,9 @@ def compare(args: argparse.Namespace) -> list[dict]:
         encoder = HMERConfig.from_preset(preset).encoder_type
         if not (model_dir / "config.json").exists():
             # --resume: an interrupted run continues from its newest checkpoint (a new one starts from scratch).
-            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}", ENCODER_OVERRIDES[encoder],
-                   f"train.output_dir={run_dir}", f"train.max_steps={args.max_steps}", "data.validation=null",
-                   *args.set]
+            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}",
+                   ENCODER_OVERRIDES[encoder], f"train.output_dir={run_dir}", f"train.max_steps={args.max_steps}",
+                   "data.validation=null", *args.set]
             run_dir.mkdir(parents=True, exist_ok=True)
             if not run(cmd, run_dir / "train.log", env):
                 results.append({**row, "status": "training failed"})
