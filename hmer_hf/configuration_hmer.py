@@ -16,6 +16,13 @@ SKELETON_SYMBOLS = ["{", "}", "^", "_", "\\frac", "\\sqrt", "[", "]", "+", "=", 
 # `skeleton_token_ids` (see `HMERConfig.skeleton_ids_from_vocab`).
 DEFAULT_SKELETON_TOKEN_IDS = [4, 5, 12, 15, 37, 49, 50, 60, 65, 78, 85, 86, 88, 92, 96, 103, 113]
 
+# The structure tokens that syntax-constrained decoding reads (see `modeling_hmer.LatexSyntaxLogitsProcessor`), and
+# their ids in the default CROHME vocabulary. A model trained with another vocabulary must pass its own
+# `syntax_token_ids` (see `HMERConfig.syntax_ids_from_vocab`; the training script does).
+CROHME_VOCAB_SIZE = 114  # 4 special tokens + the 110 CROHME symbols (tokenization_hmer.CROHME_SYMBOLS)
+SYNTAX_SYMBOLS = ["{", "}", "^", "_", "\\frac", "\\sqrt", "[", "]"]
+DEFAULT_SYNTAX_TOKEN_IDS = {"{": 60, "}": 113, "^": 78, "_": 50, "\\frac": 86, "\\sqrt": 5, "[": 49, "]": 103}
+
 # Presets: each family member is a set of overrides on the CoMER defaults below.
 PRESETS: dict[str, dict] = {
     # CoMER (Zhao & Gao, ECCV 2022): DenseNet-B + Transformer decoder with ARM in self- and cross-coverage.
@@ -103,6 +110,12 @@ class HMERConfig(PretrainedConfig):
         bidirectional_rescoring: default for `generate(num_beams>1)`: rescore finished beams with the opposite
             direction and keep the best sum.
         max_position_embeddings: longest token sequence the 1-D position encoding is built for.
+        syntax_constrained_decoding: default for `generate()`: keep every decoded sequence within the grammar of
+            normalised CROHME LaTeX (balanced braces; `^`, `_`, `\frac`, `\sqrt` followed by their groups), in both
+            directions; see `modeling_hmer.LatexSyntaxLogitsProcessor`.
+        syntax_token_ids: the ids of [`SYNTAX_SYMBOLS`] in the vocabulary (default: [`DEFAULT_SYNTAX_TOKEN_IDS`] for
+            the CROHME vocabulary's size, none otherwise). Constraints need at least `{` and `}`; the others are used
+            when present.
     """
 
     model_type = "hmer"
@@ -155,6 +168,8 @@ class HMERConfig(PretrainedConfig):
         bidirectional: bool = True,
         bidirectional_rescoring: bool = True,
         max_position_embeddings: int = 512,
+        syntax_constrained_decoding: bool = True,
+        syntax_token_ids: dict[str, int] | None = None,
         initializer_range: float = 0.02,
         pad_token_id: int = PAD_ID,
         bos_token_id: int = BOS_ID,
@@ -227,6 +242,10 @@ class HMERConfig(PretrainedConfig):
         self.bidirectional = bidirectional
         self.bidirectional_rescoring = bidirectional_rescoring
         self.max_position_embeddings = max_position_embeddings
+        self.syntax_constrained_decoding = syntax_constrained_decoding
+        if syntax_token_ids is None:  # the CROHME ids only fit the CROHME vocabulary; another one must pass its own
+            syntax_token_ids = DEFAULT_SYNTAX_TOKEN_IDS if vocab_size == CROHME_VOCAB_SIZE else {}
+        self.syntax_token_ids = dict(syntax_token_ids)
         self.initializer_range = initializer_range
         super().__init__(
             pad_token_id=pad_token_id,
@@ -251,6 +270,11 @@ class HMERConfig(PretrainedConfig):
     def skeleton_ids_from_vocab(vocab: dict[str, int]) -> list[int]:
         """The ids of [`SKELETON_SYMBOLS`] in a tokenizer vocabulary (`tokenizer.get_vocab()`), for `skeleton_token_ids`."""
         return sorted(vocab[s] for s in SKELETON_SYMBOLS if s in vocab)
+
+    @staticmethod
+    def syntax_ids_from_vocab(vocab: dict[str, int]) -> dict[str, int]:
+        """The ids of [`SYNTAX_SYMBOLS`] in a tokenizer vocabulary (`tokenizer.get_vocab()`), for `syntax_token_ids`."""
+        return {s: vocab[s] for s in SYNTAX_SYMBOLS if s in vocab}
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "HMERConfig":

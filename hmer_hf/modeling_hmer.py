@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.generation.logits_process import LogitsProcessor, LogitsProcessorList
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.utils import ModelOutput
@@ -792,14 +793,24 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
         pixel_mask: torch.LongTensor | None = None,
         generation_config: GenerationConfig | None = None,
         bidirectional_rescoring: bool | None = None,
+        syntax_constraints: bool | None = None,
         **kwargs,
     ):
         """HF `generate()`; with `num_beams > 1` on a bidirectionally trained model, beams are searched in both
         directions and each finished hypothesis is rescored by teacher-forcing the other direction (CoMER).
 
         `bidirectional_rescoring` (default: `config.bidirectional_rescoring` when `config.bidirectional`) turns the
-        rescoring on or off. Returns the usual output classes (sequences are always in left-to-right order).
+        rescoring on or off. `syntax_constraints` (default: `config.syntax_constrained_decoding`) keeps every
+        sequence within the LaTeX grammar of the training labels ([`LatexSyntaxLogitsProcessor`]), after any
+        `logits_processor` passed in. Returns the usual output classes (sequences are always in left-to-right order).
         """
+        if syntax_constraints is None:
+            syntax_constraints = getattr(self.config, "syntax_constrained_decoding", False)
+        if syntax_constraints:
+            syntax = LatexSyntaxLogitsProcessor(
+                self.config.syntax_token_ids, self.config.bos_token_id, self.config.eos_token_id
+            )
+            kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), syntax])
         gen_config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         num_beams = kwargs.get("num_beams", gen_config.num_beams) or 1
         if bidirectional_rescoring is None:
@@ -826,7 +837,10 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
         encoder_outputs = self.encoder(pixel_values, pixel_mask)
         batch = pixel_values.shape[0]
 
+        # Per image: the hypotheses of both directions (left-to-right order), and whether each reached its end token
+        # (beam search also returns hypotheses cut at max_new_tokens; they are only kept when none ended).
         candidates: list[list[list[int]]] = [[] for _ in range(batch)]
+        ended: list[list[bool]] = [[] for _ in range(batch)]
         for start, end in ((bos, eos), (eos, bos)):
             direction_config = copy.deepcopy(gen_config)
             direction_config.update(
@@ -851,10 +865,13 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
             for row, seq in enumerate(out.tolist()):
                 tokens = [tok for tok in seq[1:] if tok not in (pad, bos, eos)]
                 candidates[row // num_beams].append(tokens if start == bos else tokens[::-1])
+                ended[row // num_beams].append(end in seq[1:])
 
         # Score each distinct candidate in both directions by teacher forcing, in one batch per direction.
         flat, owner = [], []
         for row, cands in enumerate(candidates):
+            if any(ended[row]):
+                cands = [c for c, done in zip(cands, ended[row]) if done]
             for tokens in dict.fromkeys(map(tuple, cands)):
                 flat.append(list(tokens))
                 owner.append(row)
@@ -907,6 +924,105 @@ class HMERForConditionalGeneration(HMERPreTrainedModel, GenerationMixin):
         return picked.masked_fill(targets == -100, 0.0).sum(-1)
 
 
+class LatexSyntaxLogitsProcessor(LogitsProcessor):
+    r"""Keeps decoding within the grammar of normalised CROHME LaTeX, left-to-right and right-to-left.
+
+    In the canonical captions (all 8,835 training and 986 CROHME 2014 test labels), `{` only ever follows `^`, `_`,
+    `\frac`, `\sqrt`, the `]` of `\sqrt[n]`, or the `}` that closes a `\frac` numerator; `^`, `_` and `\frac` are
+    always followed by `{`, `\sqrt` by `{` or `[`, and groups are never empty. Left to right (rows that start with
+    the `bos` token) this bans:
+    - after `^`, `_`, `\frac` or a closed `\frac` numerator: everything but `{`; after `\sqrt`: all but `{` and `[`;
+    - `{` anywhere else except after `]`; `}` with no group open or right after `{`; the end token while a group is
+      open.
+    Right to left (rows that start with `eos`, the sequence reversed: `}` opens a group and `{` closes it) the same
+    grammar bans: `{` with no group open or right after `}`; the end token while a group is open or right after `{`;
+    `^`, `_`, `\sqrt` unless right after `{` (`\sqrt` also after `[`); after a closed group: everything but `^`, `_`,
+    `\sqrt`, `]`, `}` (when the group was a `\frac` denominator) or only `\frac` (when it was its numerator).
+
+    Banned tokens get `-inf`; allowed scores are left as they are (no renormalisation, as HF's other constraints).
+    Rows that have already ended are left alone. `token_ids` maps the symbols of
+    `configuration_hmer.SYNTAX_SYMBOLS` to ids; without both braces the processor does nothing.
+    """
+
+    def __init__(self, token_ids: dict[str, int], bos_token_id: int, eos_token_id: int):
+        self.ids = dict(token_ids)
+        self.bos, self.eos = bos_token_id, eos_token_id
+        get = self.ids.get
+        self.lb, self.rb, self.sup, self.sub = get("{"), get("}"), get("^"), get("_")
+        self.frac, self.sqrt, self.lsq, self.rsq = get("\\frac"), get("\\sqrt"), get("["), get("]")
+        self.active = self.lb is not None and self.rb is not None
+        self.scripts = {t for t in (self.sup, self.sub) if t is not None}
+
+    def allowed_and_banned(self, tokens: list[int], r2l: bool) -> tuple[list[int] | None, list[int]]:
+        """For a row's tokens after its start token: (the only tokens allowed, or None) and the tokens banned."""
+        return self._r2l(tokens) if r2l else self._l2r(tokens)
+
+    def _l2r(self, tokens: list[int]) -> tuple[list[int] | None, list[int]]:
+        lb, rb, end = self.lb, self.rb, self.eos
+        stack: list[bool] = []  # per open group: is it a \frac numerator?
+        closed_numerator, last = False, None
+        for t in tokens:
+            closed_numerator = False
+            if t == lb:
+                stack.append(last == self.frac)
+            elif t == rb and stack:
+                closed_numerator = stack.pop()
+            last = t
+        if last in self.scripts or last == self.frac or closed_numerator:
+            return [lb], []
+        if last == self.sqrt:
+            return [lb] + ([self.lsq] if self.lsq is not None else []), []
+        banned = [] if last == self.rsq and last is not None else [lb]
+        if not stack or last == lb:
+            banned.append(rb)
+        if stack:
+            banned.append(end)
+        return None, banned
+
+    def _r2l(self, tokens: list[int]) -> tuple[list[int] | None, list[int]]:
+        lb, rb, end = self.lb, self.rb, self.bos
+        stack: list[bool] = []  # per open group (opened by "}"): is it a \frac numerator?
+        closed: bool | None = None  # after a "{": whether the group it closed was a numerator
+        last = None
+        for t in tokens:
+            closed = None
+            if t == rb:
+                stack.append(last == lb)  # "} {" only occurs between a \frac's denominator and numerator
+            elif t == lb and stack:
+                closed = stack.pop()
+            last = t
+        if closed is True:
+            return ([self.frac] if self.frac is not None else None), []
+        if closed is False:
+            allowed = [t for t in (self.sup, self.sub, self.sqrt, self.rsq, rb) if t is not None]
+            return allowed, []
+        banned = [t for t in (self.sup, self.sub, self.frac) if t is not None]
+        if self.sqrt is not None and last != self.lsq:
+            banned.append(self.sqrt)
+        if not stack or last == rb:
+            banned.append(lb)
+        if stack or last == lb:
+            banned.append(end)
+        return None, banned
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.active:
+            return scores
+        banned = torch.zeros(scores.shape, dtype=torch.bool)
+        for row, seq in enumerate(input_ids.tolist()):
+            r2l = seq[0] == self.eos
+            tokens = seq[1:]
+            if (self.bos if r2l else self.eos) in tokens:
+                continue  # this row has ended (greedy/sampling pad it from here on)
+            allowed, ban = self.allowed_and_banned(tokens, r2l)
+            if allowed is not None:
+                banned[row] = True
+                banned[row, allowed] = False
+            elif ban:
+                banned[row, ban] = True
+        return scores.masked_fill(banned.to(scores.device), float("-inf"))
+
+
 def default_generation_config(config: HMERConfig) -> GenerationConfig:
     """Decoding defaults: start with <s>, stop at </s>, at most 200 new tokens (CoMER's limit), greedy."""
     return GenerationConfig(
@@ -926,6 +1042,7 @@ __all__ = [
     "HMEREncoderOutput",
     "HMERDecoderCache",
     "HMERSeq2SeqLMOutput",
+    "LatexSyntaxLogitsProcessor",
     "RecurrentDecoderCache",
     "mutual_kl_divergence",
 ]

@@ -187,6 +187,12 @@ def build_processor_and_model(cfg: TrainingConfig, train_dataset):
         tokenizer = HMERTokenizer()
     processor = HMERProcessor(HMERImageProcessor(**cfg.model.image_processor), tokenizer)
     config = HMERConfig.from_preset(cfg.model.preset, **{"vocab_size": len(tokenizer), **cfg.model.overrides})
+    # Token ids the model reads by role (decoding constraints, HMER-MTL's skeleton) follow this tokenizer's vocabulary.
+    vocab = tokenizer.get_vocab()
+    if "syntax_token_ids" not in cfg.model.overrides:
+        config.syntax_token_ids = HMERConfig.syntax_ids_from_vocab(vocab)
+    if config.skeleton_head and "skeleton_token_ids" not in cfg.model.overrides:
+        config.skeleton_token_ids = HMERConfig.skeleton_ids_from_vocab(vocab)
     return processor, HMERForConditionalGeneration(config)
 
 
