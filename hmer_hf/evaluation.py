@@ -190,12 +190,16 @@ def evaluate_model(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = pipeline(TASK, model=str(model), device=device)
     generate_kwargs = {"num_beams": num_beams, **generate_kwargs}
+    syntax = generate_kwargs.get("syntax_constraints")
+    if syntax is None:
+        syntax = bool(getattr(pipe.model.config, "syntax_constrained_decoding", False))
     start = time.perf_counter()
     records = recognise_dataset(pipe, dataset, batch_size, max_pixels, progress, **generate_kwargs)
     seconds = time.perf_counter() - start
     metrics = score_records(records)
     metrics.update(
-        model=str(model), data=str(data), split=split, num_beams=num_beams, seconds=round(seconds, 3),
+        model=str(model), data=str(data), split=split, num_beams=num_beams, syntax_constraints=syntax,
+        seconds=round(seconds, 3),
         expressions_per_second=len(records) / seconds if seconds > 0 else None, device=str(device),
     )
     if out is not None:
@@ -227,7 +231,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     if metrics.get("expressions_per_second"):
         lines.append(
             f"throughput: {metrics['expressions_per_second']:.2f} expressions/s ({metrics['seconds']:.1f} s, "
-            f"num_beams={metrics['num_beams']}, {metrics['device']})"
+            f"num_beams={metrics['num_beams']}, syntax constraints {'on' if metrics.get('syntax_constraints') else 'off'}, "
+            f"{metrics['device']})"
         )
     return "\n".join(lines)
 
@@ -250,6 +255,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_EVAL_MAX_PIXELS,
                         help="most padded pixels per batch (batches are formed from similar-size images)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--no-syntax-constraints", action="store_true",
+                        help="decode without the LaTeX grammar constraints (on by default: LatexSyntaxLogitsProcessor)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--out", type=Path, default=None, help="folder for predictions.jsonl and metrics.json")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -260,6 +267,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Evaluate as described by parsed `args`; prints the report and returns the exit code."""
     generate = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    if args.no_syntax_constraints:
+        generate["syntax_constraints"] = False
     try:
         metrics = evaluate_model(
             args.model, args.data, split=args.split, num_beams=args.num_beams, batch_size=args.batch_size,

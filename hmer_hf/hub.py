@@ -104,11 +104,13 @@ def exit_code_of(action: Callable[[], int], repo_id: str | None) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def decoding_name(num_beams: int, bidirectional_rescoring: bool = False) -> str:
-    """How an evaluation decoded: `greedy`, `beam N` or `beam N + bidirectional rescoring`."""
-    if num_beams <= 1:
-        return "greedy"
-    return f"beam {num_beams}" + (" + bidirectional rescoring" if bidirectional_rescoring else "")
+def decoding_name(num_beams: int, bidirectional_rescoring: bool = False, syntax_constraints: bool = False) -> str:
+    """How an evaluation decoded: `greedy`, `beam N` or `beam N + bidirectional rescoring`, each with
+    ` + syntax constraints` when the LaTeX grammar constraints were on."""
+    name = "greedy" if num_beams <= 1 else f"beam {num_beams}"
+    if num_beams > 1 and bidirectional_rescoring:
+        name += " + bidirectional rescoring"
+    return name + (" + syntax constraints" if syntax_constraints else "")
 
 
 def eval_result_from_metrics(
@@ -123,8 +125,8 @@ def eval_result_from_metrics(
     """An eval_results.json entry from `hmer-hf evaluate`'s metrics (the dict or its `metrics.json` path).
 
     `split` defaults to the metrics' split, else "test". `decoding` defaults to [`decoding_name`] of the metrics'
-    `num_beams`, with rescoring when `model_config` (config.json as a dict) has it on for a bidirectional model.
-    `command` defaults to the `hmer-hf evaluate` command line that reproduces the metrics.
+    `num_beams`, with rescoring when `model_config` (config.json as a dict) has it on for a bidirectional model, and
+    with syntax constraints when the metrics record them on. `command` defaults to the `hmer-hf evaluate` command line that reproduces the metrics.
     """
     if not isinstance(metrics, dict):
         path = Path(metrics)
@@ -142,11 +144,12 @@ def eval_result_from_metrics(
     if decoding is None:
         config = model_config or {}
         rescoring = bool(config.get("bidirectional", True) and config.get("bidirectional_rescoring", True))
-        decoding = decoding_name(num_beams, rescoring)
+        decoding = decoding_name(num_beams, rescoring, bool(metrics.get("syntax_constraints")))
     if command is None and metrics.get("model") and metrics.get("data"):
         command = f"hmer-hf evaluate --model {metrics['model']} --data {metrics['data']}"
         command += f" --split {metrics['split']}" if metrics.get("split") else ""
         command += f" --num-beams {num_beams}"
+        command += " --no-syntax-constraints" if metrics.get("syntax_constraints") is False else ""
     entry: dict[str, Any] = {
         "dataset": dataset,
         "split": split or metrics.get("split") or "test",

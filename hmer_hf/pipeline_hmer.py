@@ -31,10 +31,18 @@ class ImageToLatexPipeline(Pipeline):
     _load_tokenizer = True
     _pipeline_calls_generate = True
 
-    def _sanitize_parameters(self, compact: bool | None = None, bidirectional_rescoring: bool | None = None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        compact: bool | None = None,
+        bidirectional_rescoring: bool | None = None,
+        syntax_constraints: bool | None = None,
+        **kwargs,
+    ):
         forward_params = self._prepare_generate_kwargs(kwargs) if hasattr(self, "_generate_kwargs") else dict(kwargs)
         if bidirectional_rescoring is not None:
             forward_params["bidirectional_rescoring"] = bidirectional_rescoring
+        if syntax_constraints is not None:
+            forward_params["syntax_constraints"] = syntax_constraints
         postprocess_params = {}
         if compact is not None:
             postprocess_params["compact"] = compact

@@ -149,6 +149,7 @@ def test_cli_evaluate_writes_predictions_and_metrics(tiny_model_dir, tmp_path):
     assert metrics["exprate"] == pytest.approx(sum(d == 0 for d in distances) / len(distances))
     assert metrics["exprate_le3"] == pytest.approx(sum(d <= 3 for d in distances) / len(distances))
     assert metrics["expressions_per_second"] > 0
+    assert metrics["syntax_constraints"] is True and "syntax constraints on" in proc.stdout  # the model's default
 
 
 def test_cli_evaluate_limit_and_beams(tiny_model_dir, tmp_path, one_thread):
@@ -157,9 +158,11 @@ def test_cli_evaluate_limit_and_beams(tiny_model_dir, tmp_path, one_thread):
     from hmer_hf.cli import main
 
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--limit", "4",
-                 "--num-beams", "2", "--out", str(out), "--max-new-tokens", "4", "--no-progress"]) == 0
+                 "--num-beams", "2", "--out", str(out), "--max-new-tokens", "4", "--no-progress",
+                 "--no-syntax-constraints"]) == 0
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
-    assert json.loads((out / "metrics.json").read_text())["num_beams"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_beams"] == 2 and metrics["syntax_constraints"] is False
 
 
 def test_cli_evaluate_bad_data_is_an_error(tiny_model_dir, tmp_path, capsys):

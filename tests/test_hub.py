@@ -364,3 +364,18 @@ def test_prepare_dry_run_needs_output(tmp_path, capsys):
     assert cli_main(["prepare", str(tmp_path), "--out", str(tmp_path / "p"), "--push", "bad id"]) == 2
     assert "invalid repository id 'bad id'" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # both checked before building anything
+
+
+@pytest.mark.parametrize(
+    "num_beams, rescoring, syntax, name",
+    [
+        (1, True, False, "greedy"),
+        (1, True, True, "greedy + syntax constraints"),
+        (10, False, False, "beam 10"),
+        (10, True, True, "beam 10 + bidirectional rescoring + syntax constraints"),
+    ],
+)
+def test_decoding_name(num_beams, rescoring, syntax, name):
+    from hmer_hf.hub import decoding_name
+
+    assert decoding_name(num_beams, rescoring, syntax) == name
