@@ -277,8 +277,12 @@ def describe_architecture(
     bidirectional = c.get("bidirectional", True)
     rows.append(("training", "left-to-right and right-to-left at once" if bidirectional else "left-to-right"))
     rescoring = bidirectional and c.get("bidirectional_rescoring", True) and not c.get("twin_decoders")
-    rows.append(("decoding", "greedy, or beam search in both directions with rescoring by the opposite direction"
-                 if rescoring else "greedy or beam search, left to right"))
+    decoding = ("greedy, or beam search in both directions with rescoring by the opposite direction"
+                if rescoring else "greedy or beam search, left to right")
+    if c.get("syntax_constrained_decoding") and c.get("syntax_token_ids"):
+        decoding += ("; kept within the LaTeX grammar of the training labels (balanced braces, complete scripts, "
+                     "fractions and roots; `syntax_constraints=False` turns it off)")
+    rows.append(("decoding", decoding))
     rows.append(("vocabulary", f"{c.get('vocab_size')} tokens (4 special tokens + LaTeX symbols)"))
     if image_processor:
         p = image_processor
