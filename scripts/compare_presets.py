@@ -111,6 +111,7 @@ def compare(args: argparse.Namespace) -> list[dict]:
                 greedy_le3=greedy["exprate_le3"], greedy_num_samples=greedy["num_samples"],
                 greedy_1_5=buckets.get("1-5", {}).get("exprate"), greedy_6_10=buckets.get("6-10", {}).get("exprate"),
                 greedy_ms_per_expression=1000.0 / greedy["expressions_per_second"],
+                syntax_constraints=greedy.get("syntax_constraints", False),  # not recorded: before they existed
             )
         if beam:
             row.update(beam=beam["exprate"], beam_num_samples=beam["num_samples"],
@@ -127,9 +128,11 @@ def pct(value) -> str:
 def table(results: list[dict], args: argparse.Namespace) -> str:
     beam_n = next((r.get("beam_num_samples") for r in results if r.get("beam_num_samples")), args.beam_limit)
     greedy_n = next((r.get("greedy_num_samples") for r in results if r.get("greedy_num_samples")), "all")
+    used = {r["syntax_constraints"] for r in results if "syntax_constraints" in r}
+    constraints = {frozenset({True}): "on", frozenset({False}): "off"}.get(frozenset(used), "mixed (see results.json)")
     lines = [
         f"Budget: {args.max_steps} optimizer steps each (the same batches), {args.threads} CPU thread(s); "
-        f"greedy on {greedy_n} images, beam {args.num_beams} on the first {beam_n}.",
+        f"greedy on {greedy_n} images, beam {args.num_beams} on the first {beam_n}; syntax constraints {constraints}.",
         "",
         "| preset | params | greedy ExpRate | ≤1 | ≤2 | ≤3 | 1-5 tokens | 6-10 tokens | "
         f"beam {args.num_beams} ExpRate | train samples/s | greedy ms/expr | beam ms/expr |",

@@ -37,11 +37,14 @@ def test_table_rows_and_failures(compare):
         {"preset": "comer", "status": "ok", "parameters": 6_400_000, "train_samples_per_second": 4.0, "steps": 400,
          "greedy": 0.0123, "greedy_le1": 0.1, "greedy_le2": 0.2, "greedy_le3": 0.3, "greedy_num_samples": 986,
          "greedy_1_5": 0.05, "greedy_6_10": 0.01, "greedy_ms_per_expression": 50.0, "beam": 0.02,
-         "beam_num_samples": 50, "beam_ms_per_expression": 1500.0},
+         "beam_num_samples": 50, "beam_ms_per_expression": 1500.0, "syntax_constraints": True},
         {"preset": "abm", "status": "training failed"},
     ]
     text = compare.table(rows, args)
     assert "400 optimizer steps" in text and "greedy on 986 images, beam 10 on the first 50" in text
+    assert "syntax constraints on." in text
+    rows.append({**rows[0], "preset": "bttr", "syntax_constraints": False})
+    assert "syntax constraints mixed" in compare.table(rows, args)
     comer = next(line for line in text.splitlines() if line.startswith("| comer"))
     assert "| 6.40 M | 1.23 | 10.00 | 20.00 | 30.00 | 5.00 | 1.00 | 2.00 | 4.00 | 50 | 1500 |" in comer
     assert "| abm | training failed |" in text
