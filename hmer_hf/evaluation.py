@@ -229,10 +229,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     for label, bucket in metrics["length_buckets"].items():
         lines.append(f"  {label:>6}: {100 * bucket['exprate']:6.2f}%  ({bucket['correct']}/{bucket['count']})")
     if metrics.get("expressions_per_second"):
+        syntax = "on" if metrics.get("syntax_constraints") else "off"
         lines.append(
             f"throughput: {metrics['expressions_per_second']:.2f} expressions/s ({metrics['seconds']:.1f} s, "
-            f"num_beams={metrics['num_beams']}, syntax constraints {'on' if metrics.get('syntax_constraints') else 'off'}, "
-            f"{metrics['device']})"
+            f"num_beams={metrics['num_beams']}, syntax constraints {syntax}, {metrics['device']})"
         )
     return "\n".join(lines)
 

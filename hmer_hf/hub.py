@@ -126,7 +126,8 @@ def eval_result_from_metrics(
 
     `split` defaults to the metrics' split, else "test". `decoding` defaults to [`decoding_name`] of the metrics'
     `num_beams`, with rescoring when `model_config` (config.json as a dict) has it on for a bidirectional model, and
-    with syntax constraints when the metrics record them on. `command` defaults to the `hmer-hf evaluate` command line that reproduces the metrics.
+    with syntax constraints when the metrics record them on. `command` defaults to the `hmer-hf evaluate` command
+    line that reproduces the metrics.
     """
     if not isinstance(metrics, dict):
         path = Path(metrics)

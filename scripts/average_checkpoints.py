@@ -3,10 +3,11 @@
     python scripts/average_checkpoints.py OUT_DIR MODEL_DIR [MODEL_DIR ...]
 
 Every MODEL_DIR is a `save_pretrained` folder (e.g. RUN/best) of the same configuration. OUT_DIR gets the first
-folder's files (config, processor, tokenizer, remote code; not its trainer_info.json) and a `model.safetensors` whose floating-point tensors are
-the mean of all folders' (BatchNorm running statistics included; integer tensors such as `num_batches_tracked` are the
-first folder's). Averaging the final weights of two consecutive cycles of `configs/comer_crohme_cpu_continue.yaml`
-(the fifth started from the fourth's) raised greedy ExpRate on CROHME 2014 from 25.25/24.54% to 26.37% (README).
+folder's files (config, processor, tokenizer, remote code; not its trainer_info.json) and a `model.safetensors`
+whose floating-point tensors are the mean of all folders' (BatchNorm running statistics included; integer tensors
+such as `num_batches_tracked` are the first folder's). Averaging the final weights of two consecutive cycles of
+`configs/comer_crohme_cpu_continue.yaml` (the fifth started from the fourth's) raised greedy ExpRate on CROHME 2014
+from 25.25/24.54% to 26.37% (README).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from hmer_hf.hub import TRAINER_INFO_FILE
+
 WEIGHTS = "model.safetensors"
-TRAINER_INFO = "trainer_info.json"  # hmer_hf.hub.TRAINER_INFO_FILE
 
 
 def average_checkpoints(out: str | Path, model_dirs: list[str | Path]) -> Path:
@@ -28,6 +30,9 @@ def average_checkpoints(out: str | Path, model_dirs: list[str | Path]) -> Path:
     if not model_dirs:
         raise ValueError("give at least one model folder")
     dirs = [Path(d) for d in model_dirs]
+    out = Path(out)
+    if out.resolve() in {d.resolve() for d in dirs}:
+        raise ValueError(f"{out} is one of the inputs; choose a new folder")
     for d in dirs:
         if not (d / WEIGHTS).is_file():
             raise FileNotFoundError(f"{d}: no {WEIGHTS} (expected a save_pretrained folder)")
@@ -46,11 +51,8 @@ def average_checkpoints(out: str | Path, model_dirs: list[str | Path]) -> Path:
             averaged[key] = mean.to(tensor.dtype).contiguous()
         else:
             averaged[key] = tensor
-    out = Path(out)
-    if out.resolve() in {d.resolve() for d in dirs}:
-        raise ValueError(f"{out} is one of the inputs; choose a new folder")
     shutil.copytree(dirs[0], out, dirs_exist_ok=True)
-    (out / TRAINER_INFO).unlink(missing_ok=True)  # the first folder's step and validation score are not the average's
+    (out / TRAINER_INFO_FILE).unlink(missing_ok=True)  # the first folder's step and score are not the average's
     save_file(averaged, out / WEIGHTS, metadata={"format": "pt"})
     return out
 

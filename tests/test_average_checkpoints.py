@@ -1,4 +1,5 @@
-"""scripts/average_checkpoints.py: the averaged folder holds the mean weights, loads and decodes; mismatches are errors."""
+"""scripts/average_checkpoints.py: the averaged folder holds the mean weights, loads and decodes; mismatches are
+errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Syntax-constrained decoding: the grammar admits every canonical label, bans what it should, and holds in generate()."""
+"""Syntax-constrained decoding: the grammar admits every canonical label, bans what it should, and holds in
+generate()."""
 
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def test_logits_are_masked_per_row_and_direction():
 
 @pytest.fixture(scope="module")
 def random_model():
-    """An untrained CoMER (CROHME vocabulary) that favours structure tokens: without constraints it breaks the grammar."""
+    """An untrained CoMER (CROHME vocabulary) favouring structure tokens: without constraints it breaks the grammar."""
     torch.manual_seed(0)
     model = HMERForConditionalGeneration(HMERConfig(**TINY_CONFIG)).eval()
     with torch.no_grad():
