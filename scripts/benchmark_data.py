@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {row['budget']:,} | " + " | ".join(cells) + " |")
 
         print(f"\n## Augmentation throughput (decode + augment, 1 process, {args.aug_images} train images)")
-        for preset in ("none", "comer", "san", "handwriting"):
+        for preset in ("none", "comer", "san", "handwriting", "elastic"):
             print(f"{preset}: {augmentation_rate(train, preset, args.aug_images):.0f} images/s")
     return 0
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from hmer_hf.data.augment import (
+    ElasticDistortion,
     HMERAugmentation,
     RandomAffine,
     RandomScale,
@@ -63,7 +64,7 @@ def test_scale_pad_keeps_canvas_when_shrinking():
 
 
 @pytest.mark.parametrize("dark_bg", [True, False])
-@pytest.mark.parametrize("preset", ["comer", "san", "handwriting"])
+@pytest.mark.parametrize("preset", ["comer", "san", "handwriting", "elastic"])
 def test_polarity_kept(preset, dark_bg):
     aug = build_augmentation(preset, seed=1)
     batch = _batch(8, dark_bg=dark_bg, mode="L" if dark_bg else "RGB")
@@ -124,6 +125,42 @@ def test_affine_grows_canvas_and_fills_background():
     assert abs((a > 127).sum() / (np.asarray(im) > 127).sum() - 1) < 0.35
 
 
+def _ink_centres(mask):
+    ys, xs = np.nonzero(mask)
+    return np.stack([xs, ys], axis=1).astype(float)
+
+
+@pytest.mark.parametrize("dark_bg", [True, False])
+def test_elastic_distortion_bends_strokes_locally_and_keeps_them(dark_bg):
+    rng = np.random.default_rng(7)
+    im = _expression(width=4, dark_bg=dark_bg, mode="L" if dark_bg else "RGB")
+    out = ElasticDistortion(sigma_px=2.0, spacing=24, p=1.0)(im, rng)
+    assert out.size == im.size and out.mode == im.mode
+    a, b = np.asarray(im.convert("L")).astype(float), np.asarray(out.convert("L")).astype(float)
+    ink_a, ink_b = ((a > 127), (b > 127)) if dark_bg else ((a < 128), (b < 128))
+    assert not np.array_equal(ink_a, ink_b)  # the strokes moved
+    assert abs(ink_b.sum() / ink_a.sum() - 1) < 0.15  # ... and kept their width and length
+    # every warped ink pixel lies near some original ink pixel: a smooth field of a few px, not a scramble
+    pa, pb = _ink_centres(ink_a), _ink_centres(ink_b)
+    nearest = np.sqrt(((pb[:, None, :] - pa[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    assert np.percentile(nearest, 99) <= 8
+    # the border is background (new pixels read the background colour)
+    assert background_color(out) == background_color(im)
+    # no field, no change (bilinear sampling at integer positions is exact)
+    assert np.array_equal(np.asarray(ElasticDistortion(sigma_px=0.0, p=1.0)(im, rng)), np.asarray(im))
+    assert ElasticDistortion(p=0.0)(im, rng) is im
+
+
+def test_elastic_distortion_field_is_smooth_and_seeded():
+    e = ElasticDistortion(sigma_px=2.0, spacing=24)
+    dx, dy = e.displacement(300, 90, np.random.default_rng(1))
+    assert dx.shape == dy.shape == (90, 300)
+    assert 1.0 < dx.std() < 3.0 and 1.0 < dy.std() < 3.0
+    assert np.abs(np.diff(dx, axis=1)).max() < 1.0  # neighbours move together: strokes are bent, not torn
+    dx2, _ = e.displacement(300, 90, np.random.default_rng(1))
+    assert np.array_equal(dx, dx2)
+
+
 def test_with_transform_on_dataset():
     ims = [_expression(w=200 + i, h=70) for i in range(4)]
     ds = datasets.Dataset.from_dict(
@@ -144,3 +181,5 @@ def test_invalid_arguments():
         RandomScale(1.5, 1.0)
     with pytest.raises(ValueError):
         build_augmentation("nope")
+    with pytest.raises(ValueError):
+        ElasticDistortion(spacing=0)

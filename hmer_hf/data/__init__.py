@@ -6,6 +6,7 @@ images; photos stay photos), and the image processor does all model-side preproc
 
 from .augment import (
     AUGMENTATION_PRESETS,
+    ElasticDistortion,
     HMERAugmentation,
     RandomAffine,
     RandomScale,
@@ -54,7 +55,7 @@ __all__ = [
     "iter_captions", "caption_symbol_counts",
     # augmentation (augment.py)
     "HMERAugmentation", "build_augmentation", "AUGMENTATION_PRESETS",
-    "RandomScale", "RandomScalePad", "RandomAffine", "StrokeWidthJitter",
+    "RandomScale", "RandomScalePad", "RandomAffine", "StrokeWidthJitter", "ElasticDistortion",
     # batching (sampler.py)
     "PixelBudgetBatchSampler", "dataset_sizes", "pack_batches", "padding_fraction",
 ]

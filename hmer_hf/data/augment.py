@@ -11,6 +11,7 @@ Presets ([`build_augmentation`]):
 - `"comer"`: CoMER's scale augmentation, k ~ U(0.7, 1.4), image resized by k (bilinear), nothing else.
 - `"san"`: [`RandomScalePad`], the "random rescale then pad" rule documented on that class.
 - `"handwriting"`: stroke-width jitter, small rotation/shear, then CoMER's scale augmentation.
+- `"elastic"`: a smooth random warp ([`ElasticDistortion`]), small rotation/shear, then CoMER's scale augmentation.
 
 Any preset can end with [`hmer_hf.data.restyle.CanvasRestyle`] (`canvas_prob` > 0): that share of the images become
 canvas drawings (dark, thick, anti-aliased ink on a light page at another scale) for a processor that normalises ink.
@@ -170,6 +171,63 @@ class StrokeWidthJitter:
         return f"StrokeWidthJitter(p_thicken={self.p_thicken}, p_thin={self.p_thin}, min_keep={self.min_keep})"
 
 
+class ElasticDistortion:
+    """
+    Smooth random warp of the writing (elastic distortion): a different hand drawing the same expression.
+
+    Exact rule: control points on a grid every `spacing` px (plus one beyond each edge) get independent displacements
+    ~ N(0, sigma_px^2) in x and y; the field is interpolated bicubically to every pixel, and output pixel p takes the
+    input at p + d(p) (bilinear; outside the image reads the background colour). The image keeps its size. With the
+    defaults (spacing 24 px, about one CROHME symbol; sigma 2 px, about half a stroke width) symbols bend and shift
+    against each other by a few pixels while strokes keep their width and stay connected.
+    """
+
+    def __init__(self, sigma_px: float = 2.0, spacing: float = 24.0, p: float = 0.5):
+        if sigma_px < 0 or spacing <= 0:
+            raise ValueError(f"need sigma_px >= 0 and spacing > 0, got {sigma_px}, {spacing}")
+        self.sigma_px, self.spacing, self.p = sigma_px, spacing, p
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """Warp by a fresh random field."""
+        if rng.random() >= self.p:
+            return image
+        return self.warp(image, rng)
+
+    def displacement(self, width: int, height: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random smooth field (dx, dy), each float32 of shape (height, width)."""
+        gw = max(2, math.ceil(width / self.spacing) + 2)
+        gh = max(2, math.ceil(height / self.spacing) + 2)
+        fields = []
+        for _ in range(2):
+            coarse = (rng.standard_normal((gh, gw)) * self.sigma_px).astype(np.float32)
+            fields.append(np.asarray(Image.fromarray(coarse, mode="F").resize((width, height), Image.BICUBIC)))
+        return fields[0], fields[1]
+
+    def warp(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """Apply one random field to the image (grey or RGB)."""
+        w, h = image.size
+        dx, dy = self.displacement(w, h, rng)
+        a = np.asarray(image).astype(np.float32)
+        bg = np.asarray(background_color(image), dtype=np.float32)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        sx, sy = xs + dx, ys + dy
+        x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
+        fx, fy = sx - x0, sy - y0
+        if a.ndim == 3:
+            fx, fy = fx[..., None], fy[..., None]
+        out = np.zeros_like(a)
+        for oy, ox, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+            yy, xx = y0 + oy, x0 + ox
+            inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+            vals = a[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+            vals = np.where(inside[..., None] if a.ndim == 3 else inside, vals, bg)
+            out += wgt * vals
+        return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode=image.mode)
+
+    def __repr__(self) -> str:
+        return f"ElasticDistortion(sigma_px={self.sigma_px}, spacing={self.spacing}, p={self.p})"
+
+
 def _ink_amount(image: Image.Image, dark_bg: bool) -> int:
     a = np.asarray(image.convert("L"))
     return int((a > 127).sum() if dark_bg else (a < 128).sum())
@@ -254,12 +312,12 @@ class HMERAugmentation:
         return f"HMERAugmentation({self.transforms}, seed={self.seed}, {state})"
 
 
-AUGMENTATION_PRESETS = ("comer", "san", "handwriting", "none")
+AUGMENTATION_PRESETS = ("comer", "san", "handwriting", "elastic", "none")
 
 
 def build_augmentation(preset: str = "handwriting", seed: int | None = None, canvas_prob: float = 0.0) -> HMERAugmentation:
-    """A ready [`HMERAugmentation`] for a named preset: "comer", "san", "handwriting" or "none" (identity), followed
-    by canvas restyling of a `canvas_prob` share of the images when that is above 0."""
+    """A ready [`HMERAugmentation`] for a named preset: "comer", "san", "handwriting", "elastic" or "none" (identity),
+    followed by canvas restyling of a `canvas_prob` share of the images when that is above 0."""
     if canvas_prob > 0:
         from .restyle import CanvasRestyle  # restyle imports this module
 
@@ -272,6 +330,9 @@ def build_augmentation(preset: str = "handwriting", seed: int | None = None, can
     elif preset == "handwriting":
         # Filter first, at the original stroke width; rotate/slant next; rescale last so its k range is exact.
         transforms = [StrokeWidthJitter(), RandomAffine(), RandomScale(0.7, 1.4)]
+    elif preset == "elastic":
+        # Warp first, at the original geometry (the field's spacing is in CROHME pixels); then slant; rescale last.
+        transforms = [ElasticDistortion(), RandomAffine(), RandomScale(0.7, 1.4)]
     elif preset == "none":
         return HMERAugmentation([], seed=seed, enabled=False)
     else:

@@ -50,7 +50,7 @@ class DataConfig:
     # Rewrite the training labels to the CROHME 2014 test convention (subscript before superscript, no \limits):
     # 181 of the 8,835 canonical train captions differ from it only in that.
     test_script_order: bool = False
-    augmentation: str = "comer"  # a hmer_hf.data.build_augmentation preset: comer, handwriting, san, none
+    augmentation: str = "comer"  # a hmer_hf.data.build_augmentation preset: comer, handwriting, elastic, san, none
     # Share of training images restyled as canvas drawings after the augmentation (hmer_hf.data.restyle.CanvasRestyle);
     # needs model.image_processor.normalize_ink "auto" or "always" so the processor brings them back to CROHME ink.
     canvas_prob: float = 0.0
