@@ -29,12 +29,15 @@ TRAINING_DATA = (
     "CROHME 2014/2016 training set (8,834 InkML expressions; 2 malformed files skipped), rendered offline by "
     "`hmer_hf.data` with the renderer fitted to the canonical CROHME 2014 test images, labelled with the canonical "
     "normalised captions (`train_caption.txt`, script order converted to the 2014 test convention). Validation: the "
-    "986 canonical CROHME 2014 test images. Trained on a 2-core CPU in five cosine cycles: "
+    "986 canonical CROHME 2014 test images. Trained on a 2-core CPU in cosine cycles: "
     "`configs/comer_crohme_cpu.yaml` (4,200 AdamW steps from scratch), then four times "
     "`configs/comer_crohme_cpu_continue.yaml` from the previous cycle's weights (4,400, 4,400, 4,000 and 4,800 "
     "steps, seeds 11, 13, 17 and 19; a quarter of the training images redrawn as canvas drawings and brought back by "
-    "the processor's ink normalisation). The shipped weights are the average of the fourth and fifth cycles' final "
-    "weights (`scripts/average_checkpoints.py`)."
+    "the processor's ink normalisation), then two 3,600-step cycles of the same recipe (seed 23) from the average of "
+    "the fourth and fifth, one with the `comer` augmentation and one with `elastic` (smooth random warps). The "
+    "shipped weights are the uniform average (`scripts/average_checkpoints.py`) of four: the fourth and fifth "
+    "cycles' final weights, the `comer` sixth cycle at its best validation (epoch 2) and the `elastic` sixth "
+    "cycle's final weights."
 )
 
 
