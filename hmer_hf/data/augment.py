@@ -208,7 +208,10 @@ class ElasticDistortion:
         w, h = image.size
         dx, dy = self.displacement(w, h, rng)
         a = np.asarray(image).astype(np.float32)
-        bg = np.asarray(background_color(image), dtype=np.float32)
+        # A one-pixel background frame: every sample outside the image is clipped onto it and reads the background.
+        framed = np.empty((h + 2, w + 2, *a.shape[2:]), dtype=np.float32)
+        framed[...] = np.asarray(background_color(image), dtype=np.float32)
+        framed[1:-1, 1:-1] = a
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         sx, sy = xs + dx, ys + dy
         x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
@@ -217,11 +220,7 @@ class ElasticDistortion:
             fx, fy = fx[..., None], fy[..., None]
         out = np.zeros_like(a)
         for oy, ox, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
-            yy, xx = y0 + oy, x0 + ox
-            inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
-            vals = a[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
-            vals = np.where(inside[..., None] if a.ndim == 3 else inside, vals, bg)
-            out += wgt * vals
+            out += wgt * framed[np.clip(y0 + oy + 1, 0, h + 1), np.clip(x0 + ox + 1, 0, w + 1)]
         return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode=image.mode)
 
     def __repr__(self) -> str:
