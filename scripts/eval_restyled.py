@@ -15,7 +15,10 @@ page, rescaled 0.5-3x, parameters drawn from (seed, image id)). Then:
    --canonical-modes and on the restyled copies for each mode in --modes, with the model's own processor settings
    otherwise.
 
-Prints both tables and writes everything (per-image geometry, predictions) to --out as JSON.
+3. with a model and both image sets: the gap by restyle brush width and by restyle scale (every copy's parameters are
+   known, so each bucket compares the same images canonical and restyled).
+
+Prints the tables and writes everything (per-image geometry, predictions, buckets) to --out as JSON.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import numpy as np
 
 # Replace this script's folder on the path by the checkout root (as scripts/evaluate.py does): runs without
 # installing, and scripts/evaluate.py must not shadow the `evaluate` library that hmer_hf.evaluation imports.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+# (Only when run as a script: tests import it as a module.)
+if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from hmer_hf.data.restyle import aligned_ink_iou, restyle_dataset  # noqa: E402
 from hmer_hf.evaluation import (  # noqa: E402
@@ -157,6 +162,58 @@ def exprates(
     return results
 
 
+# Bucket edges for the gap table: the restyle brush (px at the CROHME size, 6-12) and the restyle scale (0.5-3x).
+BRUSH_EDGES = (6.0, 7.5, 9.0, 10.5, 12.0)
+SCALE_EDGES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def gap_by_restyle(
+    canonical_records: list[dict[str, Any]], restyled_records: list[dict[str, Any]], params: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Canonical and restyled ExpRate of the same images, bucketed by each copy's restyle brush and scale.
+
+    The three lists are in dataset order (one entry per image; `params` are the restyle parameters). Returns
+    {"brush": [...], "scale": [...]}, each bucket {"low", "high", "images", "canonical", "restyled", "gap"} with rates
+    in [0, 1]; an image on an inner edge counts in the bucket above it, the top edge is inclusive."""
+    if not len(canonical_records) == len(restyled_records) == len(params):
+        raise ValueError("gap_by_restyle needs one canonical record, one restyled record and one parameter set per image")
+    for c, r in zip(canonical_records, restyled_records):
+        if c["id"] != r["id"]:
+            raise ValueError(f"records out of step: canonical {c['id']!r} vs restyled {r['id']!r}")
+    correct_c = np.array([c["edit_distance"] == 0 for c in canonical_records])
+    correct_r = np.array([r["edit_distance"] == 0 for r in restyled_records])
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, edges in (("brush", BRUSH_EDGES), ("scale", SCALE_EDGES)):
+        values = np.array([float(p[key]) for p in params])
+        index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        buckets = []
+        for b in range(len(edges) - 1):
+            chosen = index == b
+            n = int(chosen.sum())
+            canon = float(correct_c[chosen].mean()) if n else float("nan")
+            drawn = float(correct_r[chosen].mean()) if n else float("nan")
+            buckets.append({"low": edges[b], "high": edges[b + 1], "images": n,
+                            "canonical": canon, "restyled": drawn, "gap": canon - drawn})  # fmt: skip
+        out[key] = buckets
+    return out
+
+
+def format_gap(gaps: dict[str, list[dict[str, Any]]], canonical_mode: str, restyled_mode: str) -> str:
+    """The bucketed gap as two small tables (ExpRate in %)."""
+    lines = []
+    for key, unit in (("brush", " px"), ("scale", "x")):
+        lines += [
+            f"\n| restyle {key} | images | canonical ({canonical_mode}) | restyled ({restyled_mode}) | gap |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for b in gaps[key]:
+            lines.append(
+                f"| {b['low']:g}-{b['high']:g}{unit} | {b['images']} | {100 * b['canonical']:.2f} | "
+                f"{100 * b['restyled']:.2f} | {100 * b['gap']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def format_geometry(summary: dict[str, Any]) -> str:
     """The geometry summary as a few readable lines."""
 
@@ -249,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"\nmodel {args.model}, {len(canonical)} images, num_beams={args.num_beams}, seed {args.seed}")
         print(format_exprates(results))
+        if results.get("canonical") and results.get("restyled"):
+            canonical_mode = next(iter(results["canonical"]))
+            params = restyled["restyle"]
+            out["gap_by_restyle"] = {}
+            for mode, metrics in results["restyled"].items():
+                gaps = gap_by_restyle(results["canonical"][canonical_mode]["records"], metrics["records"], params)
+                out["gap_by_restyle"][mode] = gaps
+                print(format_gap(gaps, canonical_mode, mode))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
