@@ -34,10 +34,12 @@ TRAINING_DATA = (
     "`configs/comer_crohme_cpu_continue.yaml` from the previous cycle's weights (4,400, 4,400, 4,000 and 4,800 "
     "steps, seeds 11, 13, 17 and 19; a quarter of the training images redrawn as canvas drawings and brought back by "
     "the processor's ink normalisation), then two 3,600-step cycles of the same recipe (seed 23) from the average of "
-    "the fourth and fifth, one with the `comer` augmentation and one with `elastic` (smooth random warps). The "
-    "shipped weights are the uniform average (`scripts/average_checkpoints.py`) of four: the fourth and fifth "
-    "cycles' final weights, the `comer` sixth cycle at its best validation (epoch 2) and the `elastic` sixth "
-    "cycle's final weights."
+    "the fourth and fifth, one with the `comer` augmentation and one with `elastic` (smooth random warps), whose "
+    "ends were averaged with the fourth and fifth cycles' (four weights: the fourth and fifth cycles' final weights, "
+    "the `comer` sixth cycle at its best validation, the `elastic` sixth cycle's final weights); then two 3,600-step "
+    "seventh cycles (seed 29) from that average, again one `comer` and one `elastic`. The shipped weights are the "
+    "uniform average (`scripts/average_checkpoints.py`) of three: the four-way average and the two seventh cycles' "
+    "final weights."
 )
 
 
