@@ -3,7 +3,6 @@ errors."""
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -11,16 +10,12 @@ from safetensors.torch import load_file
 
 from hmer_hf import HMERConfig, HMERForConditionalGeneration, HMERImageProcessor, HMERProcessor, HMERTokenizer
 
-from .conftest import REPO_ROOT, TINY_CONFIG
+from .conftest import TINY_CONFIG, load_script
 
 
 @pytest.fixture(scope="module")
 def averaging():
-    path = REPO_ROOT / "scripts" / "average_checkpoints.py"
-    spec = importlib.util.spec_from_file_location("average_checkpoints", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("average_checkpoints")
 
 
 def save_model(folder, seed: int, **overrides):

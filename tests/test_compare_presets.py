@@ -4,20 +4,16 @@ included (the training runs themselves are the training tests' business)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_presets", REPO_ROOT / "scripts" / "compare_presets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_presets")
 
 
 def test_samples_per_second_weights_each_log_window(compare, tmp_path):

@@ -3,20 +3,16 @@ themselves are tested in test_restyle.py and test_image_processing*.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("eval_restyled", REPO_ROOT / "scripts" / "eval_restyled.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("eval_restyled")
 
 
 def _records(correct: list[bool]) -> list[dict]:
