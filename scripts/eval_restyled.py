@@ -39,7 +39,7 @@ import numpy as np
 if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from hmer_hf.data.restyle import aligned_ink_iou, restyle_dataset  # noqa: E402
+from hmer_hf.data.restyle import BRUSH_RANGE, SCALE_RANGE, aligned_ink_iou, restyle_dataset  # noqa: E402
 from hmer_hf.evaluation import (  # noqa: E402
     DEFAULT_EVAL_MAX_PIXELS,
     load_split,
@@ -162,9 +162,10 @@ def exprates(
     return results
 
 
-# Bucket edges for the gap table: the restyle brush (px at the CROHME size, 6-12) and the restyle scale (0.5-3x).
-BRUSH_EDGES = (6.0, 7.5, 9.0, 10.5, 12.0)
-SCALE_EDGES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# Bucket edges for the gap table, spanning the restyle ranges: the brush (px at the CROHME size) in four equal steps,
+# the scale (log-uniform) at round factors.
+BRUSH_EDGES = tuple(float(e) for e in np.linspace(*BRUSH_RANGE, 5))
+SCALE_EDGES = (SCALE_RANGE[0], 0.75, 1.0, 1.5, 2.0, SCALE_RANGE[1])
 
 
 def gap_by_restyle(

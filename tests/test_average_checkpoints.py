@@ -3,7 +3,6 @@ errors."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from safetensors.torch import load_file
