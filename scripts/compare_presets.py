@@ -19,6 +19,14 @@ OUT/<preset> to redo one).
 
     python scripts/compare_presets.py --max-steps 400                 # all presets, CPU budget
     python scripts/compare_presets.py --presets comer,abm --max-steps 4000 --out runs/compare_gpu
+
+A budget can be enlarged in stages: `--continue-from PREV` starts every preset from its final weights in an earlier
+comparison (PREV/<preset>/last) instead of from scratch, with a new schedule (warmup, cosine) over --max-steps; give
+it another seed (`--set train.seed=...`) so the new steps do not replay the earlier batches. The budget is then the
+earlier one plus --max-steps, the same for every preset.
+
+    python scripts/compare_presets.py --continue-from runs/compare_1ep --max-steps 2200 --out runs/compare_3ep \
+        --set train.seed=8 train.max_epochs=2
 """
 
 from __future__ import annotations
@@ -78,9 +86,16 @@ def compare(args: argparse.Namespace) -> list[dict]:
         encoder = HMERConfig.from_preset(preset).encoder_type
         if not (model_dir / "config.json").exists():
             # --resume: an interrupted run continues from its newest checkpoint (a new one starts from scratch).
-            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}",
-                   ENCODER_OVERRIDES[encoder], f"train.output_dir={run_dir}", f"train.max_steps={args.max_steps}",
-                   "data.validation=null", *args.set]
+            start = [ENCODER_OVERRIDES[encoder]]
+            if args.continue_from:
+                earlier = Path(args.continue_from) / preset / "last"
+                if not (earlier / "config.json").exists():
+                    results.append({**row, "status": f"no earlier model in {earlier}"})
+                    continue
+                start = [f"model.init_from={earlier}"]  # its config (encoder settings included) and weights
+            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}", *start,
+                   f"train.output_dir={run_dir}", f"train.max_steps={args.max_steps}", "data.validation=null",
+                   *args.set]
             run_dir.mkdir(parents=True, exist_ok=True)
             if not run(cmd, run_dir / "train.log", env):
                 results.append({**row, "status": "training failed"})
@@ -131,7 +146,9 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     used = {r["syntax_constraints"] for r in results if "syntax_constraints" in r}
     constraints = {frozenset({True}): "on", frozenset({False}): "off"}.get(frozenset(used), "mixed (see results.json)")
     lines = [
-        f"Budget: {args.max_steps} optimizer steps each (the same batches), {args.threads} CPU thread(s); "
+        f"Budget: {args.max_steps} optimizer steps each (the same batches)"
+        + (f", continued from the final weights of {args.continue_from}" if args.continue_from else "")
+        + f", {args.threads} CPU thread(s); "
         f"greedy on {greedy_n} images, beam {args.num_beams} on the first {beam_n}; syntax constraints {constraints}.",
         "",
         "| preset | params | greedy ExpRate | ≤1 | ≤2 | ≤3 | 1-5 tokens | 6-10 tokens | "
@@ -163,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-limit", type=int, default=100, help="beam search on the first N images (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the training/evaluation runs")
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--continue-from", default=None,
+                        help="an earlier comparison's output folder: start each preset from its final weights there")
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run (KEY=VALUE)")
     args = parser.parse_args(argv)
     args.presets = [p.strip() for p in args.presets.split(",") if p.strip()]

@@ -28,7 +28,7 @@ def test_samples_per_second_weights_each_log_window(compare, tmp_path):
 
 
 def test_table_rows_and_failures(compare):
-    args = argparse.Namespace(max_steps=400, threads=1, num_beams=10, beam_limit=50)
+    args = argparse.Namespace(max_steps=400, threads=1, num_beams=10, beam_limit=50, continue_from=None)
     rows = [
         {"preset": "comer", "status": "ok", "parameters": 6_400_000, "train_samples_per_second": 4.0, "steps": 400,
          "greedy": 0.0123, "greedy_le1": 0.1, "greedy_le2": 0.2, "greedy_le3": 0.3, "greedy_num_samples": 986,
@@ -46,3 +46,24 @@ def test_table_rows_and_failures(compare):
     assert "| abm | training failed |" in text
     header = next(line for line in text.splitlines() if line.startswith("| preset"))
     assert comer.count("|") == header.count("|")
+    args.continue_from = "runs/compare_1ep"
+    assert "400 optimizer steps each (the same batches), continued from the final weights of runs/compare_1ep" in (
+        compare.table(rows, args)
+    )
+
+
+def test_continue_from_needs_the_earlier_model(compare, tmp_path, monkeypatch):
+    """A preset without final weights in the --continue-from folder is reported, not trained from scratch."""
+    calls = []
+    monkeypatch.setattr(compare, "run", lambda cmd, log, env: calls.append(cmd) or False)
+    (tmp_path / "prev" / "abm" / "last").mkdir(parents=True)
+    (tmp_path / "prev" / "abm" / "last" / "config.json").write_text("{}")
+    args = argparse.Namespace(presets=["comer", "abm"], out=str(tmp_path / "out"), threads=1, max_steps=10,
+                              config="configs/compare_presets.yaml", set=["train.seed=8"], num_beams=10,
+                              beam_limit=5, data="unused", continue_from=str(tmp_path / "prev"))
+    results = compare.compare(args)
+    assert results[0] == {"preset": "comer", "status": f"no earlier model in {tmp_path / 'prev' / 'comer' / 'last'}"}
+    assert results[1]["status"] == "training failed"  # the stubbed run fails: abm was started, from the earlier one
+    (cmd,) = calls
+    assert f"model.init_from={tmp_path / 'prev' / 'abm' / 'last'}" in cmd and "train.seed=8" in cmd
+    assert not any(arg.startswith("model.overrides.") for arg in cmd)  # the earlier model's own encoder settings
