@@ -83,17 +83,17 @@ def compare(args: argparse.Namespace) -> list[dict]:
         run_dir = out / preset
         model_dir = run_dir / "last"
         row: dict = {"preset": preset, "status": "ok"}
-        encoder = HMERConfig.from_preset(preset).encoder_type
         if not (model_dir / "config.json").exists():
             # --resume: an interrupted run continues from its newest checkpoint (a new one starts from scratch).
-            start = [ENCODER_OVERRIDES[encoder]]
             if args.continue_from:
                 earlier = Path(args.continue_from) / preset / "last"
                 if not (earlier / "config.json").exists():
                     results.append({**row, "status": f"no earlier model in {earlier}"})
                     continue
-                start = [f"model.init_from={earlier}"]  # its config (encoder settings included) and weights
-            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}", *start,
+                start = f"model.init_from={earlier}"  # its config (encoder settings included) and weights
+            else:
+                start = ENCODER_OVERRIDES[HMERConfig.from_preset(preset).encoder_type]
+            cmd = ["hmer-hf", "train", args.config, "--resume", "--set", f"model.preset={preset}", start,
                    f"train.output_dir={run_dir}", f"train.max_steps={args.max_steps}", "data.validation=null",
                    *args.set]
             run_dir.mkdir(parents=True, exist_ok=True)
