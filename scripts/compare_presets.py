@@ -26,7 +26,7 @@ it another seed (`--set train.seed=...`) so the new steps do not replay the earl
 earlier one plus --max-steps, the same for every preset.
 
     python scripts/compare_presets.py --continue-from runs/compare_1ep --max-steps 2200 --out runs/compare_3ep \
-        --set train.seed=8 train.max_epochs=2
+        --set train.seed=8
 """
 
 from __future__ import annotations

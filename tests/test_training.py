@@ -127,6 +127,25 @@ def test_overrides_are_typed_and_checked(tmp_path):
     assert TrainingConfig().optim.name == "adamw"
 
 
+def test_step_budget_decides_when_max_epochs_is_null():
+    """`train.max_epochs: null` plans as many epochs as `max_steps` needs; a set `max_epochs` that cannot reach
+    `max_steps` caps it, and says so when the trainer starts (see the run test below)."""
+    from hmer_hf.data import PixelBudgetBatchSampler
+    from hmer_hf.training.trainer import planned_steps
+
+    sampler = PixelBudgetBatchSampler([[10, 10]] * 16, max_pixels=10_000, max_batch_size=2, seed=0)  # 8 batches
+    assert planned_steps(sampler, load_config(TINY, ["train.max_epochs=null", "train.max_steps=20"]), 1) == [8, 8, 8]
+    assert planned_steps(sampler, load_config(TINY, ["train.max_epochs=null", "train.max_steps=16"]), 1) == [8, 8]
+    assert planned_steps(sampler, load_config(TINY, ["train.max_epochs=1", "train.max_steps=20"]), 1) == [8]
+    assert planned_steps(sampler, load_config(TINY, ["train.max_epochs=null", "train.max_steps=20",
+                                                     "train.gradient_accumulation_steps=3"]), 2) == [2, 2, 2, 2, 2, 2,
+                                                                                                     2, 2, 2, 2]
+    with pytest.raises(ValueError, match="needs train.max_steps"):
+        load_config(TINY, ["train.max_epochs=null", "train.max_steps=null"])
+    with pytest.raises(ValueError, match="at least 1"):
+        load_config(TINY, ["train.max_epochs=0"])
+
+
 def test_schedules():
     model = torch.nn.Linear(2, 2)
     cfg = load_config(TINY, ["schedule.name=cosine", "schedule.warmup_steps=2", "optim.lr=1.0"])
@@ -242,6 +261,21 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(tmp_path, crohme_or_non
     # The run finished normally after resuming: final checkpoint and models are there.
     assert list_checkpoints(run_dir)[-1].name == f"checkpoint-{2 * steps_per_epoch}"
     assert (run_dir / "last" / "model.safetensors").is_file()
+
+
+def test_max_steps_runs_past_an_epoch_with_max_epochs_null_and_warns_when_capped(tmp_path, crohme_or_none):
+    data, _ = caption_folder(tmp_path / "data", crohme_or_none, 8)  # 4 steps per epoch
+    args = ["--set", f"data.train={data}", "train.max_batch_size=2", "train.log_every_steps=1",
+            "train.progress=false", "eval.every_epochs=0", "train.save_every_steps=null", "train.max_steps=6"]
+    free = run_train(*args, "train.max_epochs=null", "--output-dir", str(tmp_path / "free"))
+    assert free.returncode == 0, free.stderr[-3000:]
+    log = read_log(tmp_path / "free")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and log[-1]["epoch"] == 1.5  # half way into epoch 2
+    assert "is more than" not in free.stderr
+    capped = run_train(*args, "train.max_epochs=1", "--output-dir", str(tmp_path / "capped"))
+    assert capped.returncode == 0, capped.stderr[-3000:]
+    assert [r["step"] for r in read_log(tmp_path / "capped")] == [1, 2, 3, 4]
+    assert "train.max_steps=6 is more than the 4 steps of train.max_epochs=1: training stops after 4" in capped.stderr
 
 
 def test_tiny_config_learns_real_images_through_the_entry_point(tmp_path, crohme_or_none, one_thread):

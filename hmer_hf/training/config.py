@@ -94,7 +94,7 @@ class TrainConfig:
 
     output_dir: str = "runs/hmer"
     seed: int = 0
-    max_epochs: int = 1
+    max_epochs: int | None = 1  # None: as many epochs as max_steps needs (then max_steps is required)
     max_steps: int | None = None  # stop after this many optimizer steps (overrides max_epochs when reached first)
     max_pixels: int = 320_000  # padded pixels per batch (per process), CoMER's MAX_SIZE
     max_batch_size: int | None = 8
@@ -108,6 +108,14 @@ class TrainConfig:
     save_total_limit: int = 3  # keep this many newest checkpoints
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers; [] = JSONL only
     progress: bool = True  # tqdm bars (main process only)
+
+    def __post_init__(self):
+        if self.max_epochs is None and self.max_steps is None:
+            raise ValueError("train.max_epochs: null (run until max_steps) needs train.max_steps")
+        for key in ("max_epochs", "max_steps"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"train.{key} must be at least 1, got {value}")
 
 
 @dataclass

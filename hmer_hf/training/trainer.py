@@ -214,8 +214,20 @@ def build_optimizer(cfg: TrainingConfig, model: torch.nn.Module) -> torch.optim.
 def planned_steps(sampler: PixelBudgetBatchSampler, cfg: TrainingConfig, num_processes: int) -> list[int]:
     """Optimizer steps of each epoch, computed from the sampler's deterministic batches (no data is loaded)."""
     accum = cfg.train.gradient_accumulation_steps
-    # Each process gets ceil(batches / processes) batches; a partial accumulation at epoch end still steps.
-    return [math.ceil(math.ceil(len(sampler.batches(e)) / num_processes) / accum) for e in range(cfg.train.max_epochs)]
+
+    def steps(epoch: int) -> int:
+        # Each process gets ceil(batches / processes) batches; a partial accumulation at epoch end still steps.
+        return math.ceil(math.ceil(len(sampler.batches(epoch)) / num_processes) / accum)
+
+    if cfg.train.max_epochs is not None:
+        return [steps(e) for e in range(cfg.train.max_epochs)]
+    # max_epochs None: the epochs that max_steps reaches (the last one may be cut short).
+    planned: list[int] = []
+    while sum(planned) < cfg.train.max_steps:
+        planned.append(steps(len(planned)))
+        if not planned[-1]:
+            raise ValueError("the training data gives no batches: train.max_steps can never be reached")
+    return planned
 
 
 def build_scheduler(cfg: TrainingConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
@@ -382,6 +394,10 @@ class Trainer:
         self.epoch_steps = planned_steps(self.sampler, cfg, acc.num_processes)
         self.total_steps = sum(self.epoch_steps)
         if cfg.train.max_steps is not None:
+            if cfg.train.max_steps > self.total_steps:
+                warnings.warn(f"train.max_steps={cfg.train.max_steps} is more than the {self.total_steps} steps of "
+                              f"train.max_epochs={cfg.train.max_epochs}: training stops after {self.total_steps} "
+                              "(set train.max_epochs: null to let max_steps decide)")
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.scheduler = build_scheduler(cfg, optimizer, self.total_steps, self.epoch_steps[0] if self.epoch_steps
                                          else 1)
@@ -520,7 +536,7 @@ class Trainer:
                    disable=not (cfg.train.progress and acc.is_local_main_process), dynamic_ncols=True)
         stop = self.state.global_step >= self.total_steps
         window = _Window()
-        while not stop and self.state.epoch < cfg.train.max_epochs:
+        while not stop and self.state.epoch < len(self.epoch_steps):
             stop = self._train_epoch(bar, window)
         bar.close()
         if self.state.batches_in_epoch:
@@ -581,7 +597,7 @@ class Trainer:
                     self.save_checkpoint()
         state.epoch += 1
         state.batches_in_epoch = 0
-        last = state.epoch == cfg.train.max_epochs or state.global_step >= self.total_steps
+        last = state.epoch == len(self.epoch_steps) or state.global_step >= self.total_steps
         stop = target_reached
         if cfg.eval.every_epochs and state.epoch % cfg.eval.every_epochs == 0 or last:
             stop = self.run_validation() or stop
