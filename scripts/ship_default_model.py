@@ -38,9 +38,10 @@ TRAINING_DATA = (
     "ends were averaged with the fourth and fifth cycles' (four weights: the fourth and fifth cycles' final weights, "
     "the `comer` sixth cycle at its best validation, the `elastic` sixth cycle's final weights); then two 3,600-step "
     "seventh cycles (seed 29) from that average, again one `comer` and one `elastic`, averaged with it (three "
-    "weights); then two 3,600-step eighth cycles from that three-way average, both `elastic` (seeds 31 and 37). The "
-    "shipped weights are the uniform average (`scripts/average_checkpoints.py`) of three final weights: the "
-    "seventh `elastic` cycle and the two eighth cycles."
+    "weights); then two 3,600-step eighth cycles from that three-way average, both `elastic` (seeds 31 and 37), averaged "
+    "with the seventh `elastic` cycle (three final weights); then two 3,600-step ninth cycles from that average, both "
+    "`elastic` (seeds 41 and 43). The shipped weights are the uniform average (`scripts/average_checkpoints.py`) of "
+    "the two ninth cycles' final weights."
 )
 
 
