@@ -41,8 +41,9 @@ TRAINING_DATA = (
     "weights); then two 3,600-step eighth cycles from that three-way average, both `elastic` (seeds 31 and 37), averaged "
     "with the seventh `elastic` cycle (three final weights); then two 3,600-step ninth cycles from that average, both "
     "`elastic` (seeds 41 and 43), averaged (two final weights); then two 3,600-step tenth cycles from that average, "
-    "both `elastic` (seeds 47 and 53). The shipped weights are the uniform average (`scripts/average_checkpoints.py`) "
-    "of the ninth cycles' average and the two tenth cycles' final weights."
+    "both `elastic` (seeds 47 and 53), averaged with it (three weights); then two 3,600-step eleventh cycles from "
+    "that average, both `elastic` (seeds 59 and 61). The shipped weights are the uniform average "
+    "(`scripts/average_checkpoints.py`) of the tenth round's average and the two eleventh cycles' final weights."
 )
 
 
