@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from hmer_hf import HMERConfig, HMERForConditionalGeneration, HMERImageProcessor, HMERProcessor, HMERTokenizer
+from hmer_hf.training.trainer import has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CROHME = REPO.parent / "shared" / "data" / "crohme"
@@ -148,7 +149,8 @@ def main() -> None:
     model.eval()
     images, captions = load_samples(args.crohme_dir, max(args.batch_size, args.decode_samples))
     params = sum(p.numel() for p in model.parameters())
-    print(f"# hmer-hf benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
+    print(f"# hmer-hf benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"native CPU bf16: {'yes' if has_native_bf16('cpu') else 'no'})\n")
     name = args.model or (f"{args.config}, random init" if args.config else "CoMER-size, random init")
     layout = "channels-last" if args.channels_last else "contiguous"
     print(f"model: {name}; parameters: {params / 1e6:.2f} M; convolutions {layout}\n")

@@ -127,6 +127,30 @@ def test_overrides_are_typed_and_checked(tmp_path):
     assert TrainingConfig().optim.name == "adamw"
 
 
+def test_mixed_precision_auto_follows_native_bf16(monkeypatch):
+    import warnings
+
+    from hmer_hf.training import trainer
+
+    monkeypatch.setattr(trainer, "has_native_bf16", lambda device_type: device_type == "cuda")
+    assert trainer.resolve_mixed_precision("auto", "cuda") == "bf16"
+    assert trainer.resolve_mixed_precision("auto", "cpu") == "no"
+    with pytest.warns(UserWarning, match="without native bf16"):
+        assert trainer.resolve_mixed_precision("bf16", "cpu") == "bf16"  # an explicit choice is kept, with a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert trainer.resolve_mixed_precision("bf16", "cuda") == "bf16"
+        assert trainer.resolve_mixed_precision("no", "cpu") == "no"
+    monkeypatch.setattr(trainer, "has_native_bf16", lambda device_type: True)
+    assert trainer.resolve_mixed_precision("auto", "cpu") == "bf16"
+    # This machine's answer is the oneDNN flag that decides whether bf16 kernels are native.
+    monkeypatch.undo()
+    assert trainer.has_native_bf16("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        load_config(TINY, ["train.mixed_precision=bf32"])
+    assert load_config(TINY, ["train.mixed_precision=auto"]).train.mixed_precision == "auto"
+
+
 def test_step_budget_decides_when_max_epochs_is_null():
     """`train.max_epochs: null` plans as many epochs as `max_steps` needs; a set `max_epochs` that cannot reach
     `max_steps` caps it, and says so when the trainer starts (see the run test below)."""

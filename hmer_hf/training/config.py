@@ -25,6 +25,9 @@ from typing import Any
 
 import yaml
 
+# accelerate's precisions, plus auto: bf16 where the device computes it natively, else fp32 (trainer.py decides).
+MIXED_PRECISIONS = ("no", "bf16", "fp16", "fp8", "auto")
+
 
 @dataclass
 class ModelConfig:
@@ -100,7 +103,7 @@ class TrainConfig:
     max_batch_size: int | None = 8
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = None  # gradient clipping (global L2 norm); None = off
-    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU) | auto (bf16 where native, else no)
     channels_last: bool = True  # convolution weights/activations in channels-last (measured ~1.5x faster on CPU)
     log_every_steps: int = 10
     save_every_steps: int | None = 1000  # mid-epoch checkpoint cadence in optimizer steps
@@ -110,6 +113,9 @@ class TrainConfig:
     progress: bool = True  # tqdm bars (main process only)
 
     def __post_init__(self):
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, "
+                             f"got {self.mixed_precision!r}")
         if self.max_epochs is None and self.max_steps is None:
             raise ValueError("train.max_epochs: null (run until max_steps) needs train.max_steps")
         for key in ("max_epochs", "max_steps"):
