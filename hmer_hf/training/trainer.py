@@ -315,8 +315,6 @@ def _flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The trainer
 def has_native_bf16(device_type: str) -> bool:
     """Whether `device_type` ("cpu", "cuda", ...) computes in bf16 natively (else bf16 autocast is emulated, slowly)."""
     if device_type == "cuda":
@@ -334,10 +332,9 @@ def has_native_bf16(device_type: str) -> bool:
 def resolve_mixed_precision(requested: str, device_type: str) -> str:
     """The precision to run: `auto` becomes bf16 where the device has native bf16, else fp32 ("no"); an explicit
     `bf16` on a CPU without native bf16 is kept but warned about (it trains about 10x slower than fp32 there)."""
-    native = has_native_bf16(device_type)
     if requested == "auto":
-        return "bf16" if native else "no"
-    if requested == "bf16" and not native:
+        return "bf16" if has_native_bf16(device_type) else "no"
+    if requested == "bf16" and not has_native_bf16(device_type):
         warnings.warn(f"train.mixed_precision=bf16 on a {device_type} without native bf16 support: autocast is "
                       "emulated and much slower than fp32 (measured 10x on a Zen 3 CPU); set train.mixed_precision "
                       "to auto or no", stacklevel=2)
@@ -345,13 +342,15 @@ def resolve_mixed_precision(requested: str, device_type: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------------------------
 
 
 class Trainer:
     """Trains an HMER model as configured; `Trainer(cfg).train(resume=...)`."""
 
     def __init__(self, cfg: TrainingConfig):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, PartialState
         from accelerate.utils import ProjectConfiguration, set_seed
 
         if not cfg.data.train:
@@ -366,8 +365,6 @@ class Trainer:
                 warnings.warn("tensorboard is not installed: logging to log.jsonl only (pip install tensorboard)")
                 report_to.remove("tensorboard")
         self.report_to = report_to
-        from accelerate import PartialState
-
         # The shared process state (made here once, reused by Accelerator) knows the device before the precision
         # is chosen: ACCELERATE_USE_CPU, launch settings and what is installed all count.
         self.mixed_precision = resolve_mixed_precision(cfg.train.mixed_precision, PartialState().device.type)
