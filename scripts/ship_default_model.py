@@ -42,11 +42,8 @@ TRAINING_DATA = (
     "with the seventh `elastic` cycle (three final weights); then two 3,600-step ninth cycles from that average, both "
     "`elastic` (seeds 41 and 43), averaged (two final weights); then two 3,600-step tenth cycles from that average, "
     "both `elastic` (seeds 47 and 53), averaged with it (three weights); then two 3,600-step eleventh cycles from "
-    "that average, both `elastic` (seeds 59 and 61), averaged with it (three weights: the eleventh round's "
-    "average, the model shipped before); a twelfth round of shorter fp32 cycles was not kept; then two "
-    "3,600-step thirteenth cycles (bf16) from the eleventh round's shipped float16 copy, both `elastic` (seeds 83 "
-    "and 89). The shipped weights are the uniform average (`scripts/average_checkpoints.py`) of the two thirteenth "
-    "cycles' final weights and the eleventh round's average."
+    "that average, both `elastic` (seeds 59 and 61). The shipped weights are the uniform average "
+    "(`scripts/average_checkpoints.py`) of the tenth round's average and the two eleventh cycles' final weights."
 )
 
 
